@@ -1,0 +1,1 @@
+"""What runs in the driver: config, search space, orchestration, analysis, report, CLI."""

@@ -1,0 +1,140 @@
+"""The study's settings: one frozen dataclass, one CLI flag per field (`lr_range` <-> `--lr-range`)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+
+SEARCHES = ("grid", "asha")
+OPTIMIZERS = ("sgd", "adam")
+FINDER_RULES = ("steepest", "valley", "minimum")
+FINDER_MODES = ("exponential", "linear")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message is one line meant for the user."""
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return tuple(float(t) for t in items)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def _opt(default, help: str, parse=None, choices=None):
+    return field(default=default, metadata={"help": help, "parse": parse, "choices": choices})
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    # -- what is searched ---------------------------------------------------------------------
+    search: str = _opt("grid", "manual-LR search: 'grid' over --lrs, or 'asha' over --lr-range", choices=SEARCHES)
+    lrs: tuple[float, ...] = _opt((1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "grid: the manual learning rates, comma-separated", _floats)
+    num_samples: int = _opt(8, "asha: how many manual LRs to draw log-uniformly from --lr-range", int)
+    lr_range: tuple[float, ...] = _opt((1e-5, 1e-1), "asha: LOW,HIGH bounds of the manual LRs", _floats)
+    # -- training -----------------------------------------------------------------------------
+    epochs: int = _opt(10, "epochs per trial", int)
+    batch_size: int = _opt(64, "mini-batch size", int)
+    optimizer: str = _opt("sgd", "optimiser for every trial", choices=OPTIMIZERS)
+    momentum: float = _opt(0.9, "SGD momentum", float)
+    seed: int = _opt(0, "seed of every trial (seed_everything) and of ASHA's LR draws", int)
+    # -- data ---------------------------------------------------------------------------------
+    data_dir: str | None = _opt(None, "folder with the four Fashion-MNIST IDX files (default: $FASHION_MNIST_DIR, Debian's package, then torchvision's download)")
+    val_size: int = _opt(5000, "images held out of the 60,000 for validation", int)
+    split_seed: int = _opt(0, "seed of the train/validation split", int)
+    normalize: bool = _opt(True, "standardise pixels with the training split's mean and std")
+    subset: int | None = _opt(None, "train on only this many images (validation and test shrink alike)", int)
+    # -- the LR finder (Lightning's Tuner.lr_find) --------------------------------------------
+    finder_min_lr: float = _opt(1e-8, "range test: lowest LR", float)
+    finder_max_lr: float = _opt(1.0, "range test: highest LR", float)
+    finder_num_training: int = _opt(100, "range test: number of steps (LRs tried)", int)
+    finder_mode: str = _opt("exponential", "range test: how the LR grows per step", choices=FINDER_MODES)
+    finder_rule: str = _opt("steepest", "how the finder's curve becomes one LR (steepest: Lightning<2.5.3's rule)", choices=FINDER_RULES)
+    # -- resources and cluster ----------------------------------------------------------------
+    cpus_per_trial: int = _opt(1, "CPUs (and torch threads) per trial", int)
+    gpus_per_trial: float | None = _opt(None, "GPUs per trial, fractions allowed (default: 0 without GPUs, 0.25 with)", float)
+    address: str | None = _opt(None, "attach to a running Ray cluster (e.g. 'auto' or HOST:PORT) instead of starting one")
+    max_failures: int = _opt(2, "retries of a trial whose worker died, from its last checkpoint", int)
+    # -- outputs ------------------------------------------------------------------------------
+    results_dir: str = _opt("./results", "where experiments go (a shared path or cloud URI on clusters)")
+    name: str = _opt("lr-study", "experiment name: the folder under --results-dir")
+    target_acc: float = _opt(0.88, "validation accuracy for the time-to-target comparison", float)
+    resume: bool = _opt(False, "continue the experiment --name: finished trials are kept, unfinished ones resume from their checkpoints")
+    overwrite: bool = _opt(False, "replace an existing experiment --name instead of refusing")
+    smoke: bool = _opt(False, "a real but tiny run (4,000 images, 2 epochs) for tests and a first look")
+
+    def validate(self) -> "StudyConfig":
+        """Raise ConfigError with one line for the first invalid setting; return self."""
+        lrs_to_check = {"--lrs": self.lrs} if self.search == "grid" else {"--lr-range": self.lr_range}
+        for flag, values in lrs_to_check.items():
+            if not values:
+                raise ConfigError(f"{flag} is empty")
+            for lr in values:
+                if not (math.isfinite(lr) and lr > 0):
+                    raise ConfigError(f"{flag}: learning rate {lr} must be a positive finite number")
+        if self.search == "asha":
+            if len(self.lr_range) != 2 or not self.lr_range[0] < self.lr_range[1]:
+                raise ConfigError(f"--lr-range must be LOW,HIGH with LOW < HIGH, got {','.join(map(str, self.lr_range))}")
+            if self.num_samples < 1:
+                raise ConfigError(f"--num-samples must be at least 1, got {self.num_samples}")
+        for flag, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("--cpus-per-trial", self.cpus_per_trial),
+                            ("--val-size", self.val_size), ("--finder-num-training", self.finder_num_training)):
+            if value < 1:
+                raise ConfigError(f"{flag} must be at least 1, got {value}")
+        if self.subset is not None and self.subset < self.batch_size:
+            raise ConfigError(f"--subset must be at least --batch-size ({self.batch_size}), got {self.subset}")
+        if self.gpus_per_trial is not None and not (math.isfinite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
+            raise ConfigError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
+        if not 0 < self.finder_min_lr < self.finder_max_lr:
+            raise ConfigError("--finder-min-lr must be positive and below --finder-max-lr")
+        if not 0 < self.target_acc <= 1:
+            raise ConfigError(f"--target-acc must be in (0, 1], got {self.target_acc}")
+        if self.momentum < 0 or self.max_failures < 0:
+            raise ConfigError("--momentum and --max-failures must be >= 0")
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ConfigError(f"--name must be a plain folder name, got {self.name!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# What --smoke shrinks, unless the flag is given explicitly.
+SMOKE = {"epochs": 2, "subset": 4000}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints the usage too)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    for f in fields(StudyConfig):
+        meta, default = f.metadata, f.default
+        shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else default
+        help_text = f"{meta['help']} (default: {shown})"
+        if isinstance(default, bool):
+            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(_flag(f.name), type=meta["parse"] or str, choices=meta["choices"],
+                                metavar=f.name.upper() if not meta["choices"] else None, help=help_text)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> StudyConfig:
+    """Only the flags given on the command line override the defaults (and --smoke's shrinking)."""
+    given = {k: v for k, v in vars(args).items() if k in {f.name for f in fields(StudyConfig)}}
+    config = StudyConfig(**given)
+    if config.smoke:
+        config = replace(config, **{k: v for k, v in SMOKE.items() if k not in given})
+    return config.validate()

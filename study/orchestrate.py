@@ -1,0 +1,166 @@
+"""Orchestration: connect to Ray, size the trials, run every point of the search space in one
+`ray.tune.Tuner` (or restore it), and leave a Ray Tune experiment directory on disk.
+
+Nothing here prints: errors a user can fix are `ConfigError`s, whose message is one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from study.config import ConfigError, StudyConfig
+from study.space import trial_dirname, trial_points
+from trainables.data import Dataset
+from trainables.trainable import train_trial
+
+METRIC, MODE = "val_acc", "max"
+DEFAULT_GPU_FRACTION = 0.25  # four trials share one GPU: LeNet uses a sliver of one
+STUDY_FILE = "study.json"
+# TensorBoard events come from Lightning inside each trial; Ray's own TBX logger would write a
+# second copy of every scalar. Checkpointing every epoch is intended: don't warn about it.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+class FinderExemptASHA(ASHAScheduler):
+    """ASHA over the manual trials only: the finder trial is the subject of the study, never pruned."""
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if trial.config.get("arm") == "finder":
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        if trial.config.get("arm") != "finder":
+            super().on_trial_complete(tune_controller, trial, result)
+
+
+def experiment_dir(config: StudyConfig) -> Path:
+    return Path(config.results_dir).expanduser().resolve() / config.name
+
+
+def prepare_experiment_dir(config: StudyConfig) -> Path:
+    """The experiment folder, refusing to clobber an earlier study unless asked to."""
+    path = experiment_dir(config)
+    exists = path.exists() and any(path.iterdir())
+    if config.resume:
+        if not exists or not tune.Tuner.can_restore(str(path)):
+            raise ConfigError(f"--resume: no experiment to resume at {path}")
+        return path
+    if exists:
+        if not config.overwrite:
+            raise ConfigError(f"experiment {path} already exists: pass --resume to continue it or --overwrite to replace it")
+        shutil.rmtree(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create results folder {path}: {e.strerror}") from None
+    return path
+
+
+def connect(config: StudyConfig) -> None:
+    """Start a local Ray instance, or attach to the cluster at --address."""
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=config.address, include_dashboard=False if config.address is None else None,
+                 log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"--address {config.address}" if config.address else "a local Ray instance"
+        raise ConfigError(f"cannot start or reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def trial_resources(config: StudyConfig) -> dict[str, float]:
+    """CPUs and GPUs per trial, checked against the largest node Ray sees."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    max_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    max_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
+    gpus = config.gpus_per_trial
+    if gpus is None:
+        gpus = DEFAULT_GPU_FRACTION if max_gpus else 0.0
+    if config.cpus_per_trial > max_cpus:
+        raise ConfigError(f"--cpus-per-trial {config.cpus_per_trial} is more than any node has (largest: {max_cpus:g} CPUs)")
+    if gpus > max_gpus:
+        raise ConfigError(f"--gpus-per-trial {gpus:g} is more than any node has (largest: {max_gpus:g} GPUs)")
+    return {"cpu": config.cpus_per_trial, "gpu": gpus}
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("torch", "torchvision", "pytorch-lightning", "ray", "numpy", "pandas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def write_study_record(path: Path, config: StudyConfig, data: Dataset, resources: dict, argv: list[str]) -> None:
+    """What produced the results, next to them: config, command line, versions, data, resources."""
+    record = {"config": config.to_dict(), "argv": argv, "versions": _versions(),
+              "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "data": {"source": data.source, **data.sizes()}, "resources_per_trial": resources,
+              "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
+              "trials": trial_points(config)}
+    tmp = path / (STUDY_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(path / STUDY_FILE)
+
+
+def build_tuner(config: StudyConfig, data: Dataset, resources: dict) -> tune.Tuner:
+    trainable = tune.with_resources(tune.with_parameters(train_trial, study=config, data=data), resources)
+    points = trial_points(config)
+    if config.search == "asha":
+        scheduler = FinderExemptASHA(time_attr="training_iteration", max_t=config.epochs, grace_period=1, reduction_factor=3)
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trainable,
+        param_space={},  # every trial is one of `points`
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=len(points),
+            search_alg=BasicVariantGenerator(points_to_evaluate=points),
+            trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname,
+        ),
+        run_config=_run_config(config),
+    )
+
+
+def _run_config(config: StudyConfig) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=config.name,
+        storage_path=str(Path(config.results_dir).expanduser().resolve()),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=config.max_failures),
+        callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],  # progress.csv, result.json
+        verbose=1,
+    )
+
+
+def run_study(config: StudyConfig, data: Dataset, argv: list[str]) -> tuple[Path, float]:
+    """Run (or resume) the whole study; return the experiment folder and the Tuner's wall seconds."""
+    path = experiment_dir(config)
+    resources = trial_resources(config)
+    if config.resume:
+        trainable = tune.with_resources(tune.with_parameters(train_trial, study=config, data=data), resources)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        write_study_record(path, config, data, resources, argv)
+        tuner = build_tuner(config, data, resources)
+    start = time.perf_counter()
+    tuner.fit()
+    return path, time.perf_counter() - start
+

@@ -1,0 +1,115 @@
+"""The config dataclass, its flags, and bad input: one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+import pytest
+
+from study.config import SMOKE, ConfigError, StudyConfig, build_parser, config_from_args
+from study.orchestrate import prepare_experiment_dir
+from study.run import main
+from study.space import manual_lrs, trial_points
+from tests.conftest import run_module
+
+
+def parse(*argv: str) -> StudyConfig:
+    return config_from_args(build_parser("t", "").parse_args(list(argv)))
+
+
+def test_every_field_is_a_documented_flag():
+    help_text = build_parser("t", "").format_help()
+    for f in fields(StudyConfig):
+        assert "--" + f.name.replace("_", "-") in help_text, f.name
+        assert f.metadata["help"], f.name
+
+
+def test_defaults_and_flags_map_one_to_one():
+    assert parse() == StudyConfig()
+    c = parse("--lrs", "0.1,0.01", "--epochs", "3", "--optimizer", "adam", "--gpus-per-trial", "0.5",
+              "--no-normalize", "--lr-range", "1e-4,1e-2", "--name", "x")
+    assert c.lrs == (0.1, 0.01) and c.epochs == 3 and c.optimizer == "adam" and c.gpus_per_trial == 0.5
+    assert c.normalize is False and c.lr_range == (1e-4, 1e-2) and c.name == "x"
+
+
+def test_smoke_shrinks_unless_told_otherwise():
+    assert parse("--smoke").epochs == SMOKE["epochs"] and parse("--smoke").subset == SMOKE["subset"]
+    assert parse("--smoke", "--epochs", "5").epochs == 5
+
+
+def test_grid_points_are_the_finder_plus_each_lr():
+    points = trial_points(StudyConfig(lrs=(1e-3, 1e-1), seed=4))
+    assert points == [{"arm": "finder", "lr": None, "seed": 4},
+                      {"arm": "manual", "lr": 1e-3, "seed": 4}, {"arm": "manual", "lr": 1e-1, "seed": 4}]
+
+
+def test_asha_draws_are_seeded_log_uniform_and_in_range():
+    c = StudyConfig(search="asha", num_samples=50, lr_range=(1e-5, 1e-1), seed=1)
+    lrs = manual_lrs(c)
+    assert lrs == manual_lrs(c) and lrs != manual_lrs(StudyConfig(search="asha", num_samples=50, seed=2))
+    assert len(lrs) == 50 and all(1e-5 <= lr <= 1e-1 for lr in lrs)
+    assert sum(lr < 1e-3 for lr in lrs) > 15  # log-uniform: half the draws below the geometric middle
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lrs", "abc"], "not a comma-separated list"),
+    (["--lrs", "0.1,-1"], "positive"),
+    (["--lrs", "0"], "positive"),
+    (["--lrs", "nan"], "positive"),
+    (["--lrs", ""], "empty"),
+    (["--search", "asha", "--lr-range", "1e-1,1e-5"], "LOW < HIGH"),
+    (["--search", "asha", "--num-samples", "0"], "--num-samples"),
+    (["--search", "random"], "invalid choice"),
+    (["--optimizer", "rmsprop"], "invalid choice"),
+    (["--epochs", "0"], "--epochs"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial"),
+    (["--gpus-per-trial", "-1"], "--gpus-per-trial"),
+    (["--target-acc", "2"], "--target-acc"),
+    (["--name", "a/b"], "--name"),
+    (["--bogus"], "unrecognized"),
+    (["--data-dir", "/nonexistent/fmnist"], "does not hold"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    assert exit_code([*argv, "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written
+
+
+def exit_code(argv: list[str]) -> int:
+    """main()'s return value, or the code argparse exits with."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def test_results_path_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="cannot create results folder"):
+        prepare_experiment_dir(StudyConfig(results_dir=str(blocker / "sub")))
+
+
+def test_existing_experiment_is_refused_unless_resume_or_overwrite(tmp_path):
+    config = StudyConfig(results_dir=str(tmp_path), name="x")
+    path = prepare_experiment_dir(config)
+    (path / "keep.txt").write_text("finished work")
+    with pytest.raises(ConfigError, match="already exists: pass --resume"):
+        prepare_experiment_dir(config)
+    assert (path / "keep.txt").exists()
+    assert not (prepare_experiment_dir(replace(config, overwrite=True)) / "keep.txt").exists()
+    with pytest.raises(ConfigError, match="no experiment to resume"):
+        prepare_experiment_dir(replace(config, resume=True))
+
+
+def test_cli_error_has_no_traceback_as_a_process():
+    proc = run_module("study.run", "--lrs", "0.1,x", timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_config_errors_are_value_errors():
+    with pytest.raises(ConfigError):
+        StudyConfig(epochs=0).validate()

@@ -1,0 +1,129 @@
+"""LeNet-5, the LightningModule and the LR-finder rules, on tiny in-memory data (real Lightning)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from tests.conftest import make_idx_dir
+from trainables.data import batches, load_dataset
+from trainables.finder import range_test, suggest
+from trainables.model import lenet5
+from trainables.module import Diverged, LitLeNet
+
+
+def test_lenet5_shapes_and_parameter_count():
+    net = lenet5()
+    assert net(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    assert sum(p.numel() for p in net.parameters()) == 61_706
+
+
+def tiny_loaders(tmp_path, batch_size=32):
+    d = load_dataset(str(make_idx_dir(tmp_path / "idx", n_train=400)), val_size=100, strict_counts=False)
+    t = {k: torch.from_numpy(getattr(d, k)) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+    return (batches(t["train_x"], t["train_y"], batch_size, True, 0), batches(t["val_x"], t["val_y"], 100, False, 0), t)
+
+
+def trainer(epochs=3, **kw):
+    return pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0, **kw)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_training_learns_the_tiny_task_and_metrics_are_per_epoch(tmp_path, optimizer):
+    pl.seed_everything(0, verbose=False)
+    train, val, t = tiny_loaders(tmp_path)
+    model = LitLeNet(lr=0.05 if optimizer == "sgd" else 3e-3, optimizer=optimizer)
+    before = model.evaluate(t["test_x"], t["test_y"])
+    trainer(epochs=4).fit(model, train, val)
+    after = model.evaluate(t["test_x"], t["test_y"])
+    assert after["acc"] > 0.8 > before["acc"]
+    m = {**model.stage_metrics("train"), **model.stage_metrics("val")}
+    assert set(m) == {"train_loss", "train_acc", "val_loss", "val_acc"}
+    assert 0 <= m["val_acc"] <= 1 and m["train_loss"] > 0
+
+
+def test_same_seed_same_metrics(tmp_path):
+    results = []
+    for _ in range(2):
+        pl.seed_everything(7, verbose=False)
+        train, val, _ = tiny_loaders(tmp_path)
+        model = LitLeNet(lr=0.05)
+        trainer(epochs=1).fit(model, train, val)
+        results.append(model.stage_metrics("val"))
+    assert results[0] == results[1]
+
+
+def test_nan_loss_raises_diverged(tmp_path):
+    train, val, _ = tiny_loaders(tmp_path)
+    with pytest.raises(Diverged, match="training loss is nan|training loss is inf"):
+        trainer(epochs=2).fit(LitLeNet(lr=1e4, momentum=0.9), train, val)
+
+
+def test_cyclic_lr_moves_between_its_bounds(tmp_path):
+    train, val, _ = tiny_loaders(tmp_path)
+    model = LitLeNet(lr=0.1, cyclic_min_lr=0.01)
+    seen = []
+
+    class Watch(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer(epochs=2, callbacks=[Watch()]).fit(model, train, val)
+    assert min(seen) >= 0.01 - 1e-9 and max(seen) <= 0.1 + 1e-9 and max(seen) - min(seen) > 0.05
+
+
+def test_unknown_optimizer_is_refused():
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        LitLeNet(lr=0.1, optimizer="rmsprop")
+
+
+# -- finder rules on curves with a known answer ---------------------------------------------------
+LRS = list(np.logspace(-6, 0, 61))  # 10 points per decade
+
+
+def curve(drop_at: float, width: float = 0.3, blow_at: float = 0.3) -> list[float]:
+    """A range-test-like loss: flat, a sigmoid drop centred at `drop_at`, then a blow-up."""
+    x = np.log10(LRS)
+    loss = 2.3 - 2.0 / (1 + np.exp(-(x - np.log10(drop_at)) / width))
+    return list(loss + np.where(np.asarray(LRS) > blow_at, (x - np.log10(blow_at)) * 20, 0))
+
+
+def test_steepest_rule_finds_the_middle_of_the_drop():
+    assert suggest(LRS, curve(1e-3), "steepest") == pytest.approx(1e-3, rel=0.3)
+    assert suggest(LRS, curve(1e-2), "steepest") == pytest.approx(1e-2, rel=0.3)
+
+
+def test_minimum_rule_is_a_tenth_of_the_lowest_loss():
+    losses = curve(1e-3)
+    assert suggest(LRS, losses, "minimum") == pytest.approx(LRS[int(np.argmin(losses[10:-1])) + 10] / 10)
+
+
+def test_valley_rule_lies_inside_the_descent_past_its_middle():
+    lr = suggest(LRS, curve(1e-3, width=0.5), "valley")
+    assert 1e-3 < lr < 0.3
+
+
+def test_rules_skip_non_finite_points_and_need_two_points():
+    losses = curve(1e-3)
+    losses[30] = float("nan")
+    assert suggest(LRS, losses, "steepest") is not None
+    assert suggest(LRS[:11], curve(1e-3)[:11], "steepest") is None
+    with pytest.raises(ValueError, match="unknown finder rule"):
+        suggest(LRS, losses, "magic")
+
+
+def test_range_test_records_the_curve_and_keeps_initial_weights(tmp_path):
+    pl.seed_everything(0, verbose=False)
+    train, val, _ = tiny_loaders(tmp_path)
+    model = LitLeNet(lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    result = range_test(trainer(default_root_dir=str(tmp_path)), model, train, num_training=30,
+                        rules=("steepest", "valley", "minimum"))
+    assert len(result.lrs) == len(result.losses) > 11 and result.seconds > 0
+    assert all(1e-8 <= lr <= 1 for lr in result.lrs) and result.lrs == sorted(result.lrs)
+    assert set(result.suggestions) == {"steepest", "valley", "minimum"}
+    assert all(v is None or 1e-8 <= v <= 1 for v in result.suggestions.values())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

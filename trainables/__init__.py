@@ -1,0 +1,1 @@
+"""What runs inside a trial: data, model, Lightning module, Ray Tune trainable."""

@@ -1,0 +1,212 @@
+"""Fashion-MNIST as in-memory tensors: find the IDX files, validate them, split, normalise.
+
+The driver calls `load_dataset` once; the resulting `Dataset` (plain numpy arrays) travels to
+every trial through Ray's object store, so worker nodes need no dataset files. Inside a trial,
+`batches` turns tensors into a cheap, seeded, re-shuffling batch loader.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+CACHE_DIR = Path.home() / ".cache" / "lrstudy"
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
+SIDE, NUM_CLASSES = 28, 10
+TRAIN_COUNT, TEST_COUNT = 60_000, 10_000
+
+
+class DataError(Exception):
+    """The dataset cannot be found or its files are invalid; the message says why."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Normalised float32 images (N, 1, 28, 28) and int64 labels (N,), split three ways."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    source: str
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """Read one IDX file (gzipped or not), checking the magic number and that the data is complete."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    if len(raw) < 4 or int.from_bytes(raw[:4], "big") != magic:
+        raise DataError(f"{path} is not an IDX file of the expected kind (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path} is truncated (incomplete header)")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape))
+    if len(raw) != expected:
+        raise DataError(f"{path} is truncated or corrupted: {len(raw)} bytes, expected {expected}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find_file(directory: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _read_split(directory: Path, images: str, labels: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+    x = read_idx(_find_file(directory, FILES[images]), IMAGE_MAGIC)
+    y = read_idx(_find_file(directory, FILES[labels]), LABEL_MAGIC)
+    if x.ndim != 3 or x.shape[1:] != (SIDE, SIDE):
+        raise DataError(f"{directory}: {images} has shape {x.shape}, expected (N, {SIDE}, {SIDE})")
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"{directory}: {len(x)} {images} but {len(y)} {labels}")
+    if count and len(x) != count:
+        raise DataError(f"{directory}: {images} has {len(x)} images, expected {count}")
+    if y.size and y.max() >= NUM_CLASSES:
+        raise DataError(f"{directory}: {labels} has label {int(y.max())}, expected 0..{NUM_CLASSES - 1}")
+    return x, y
+
+
+def _has_all(directory: Path) -> bool:
+    return all(_find_file(directory, stem) for stem in FILES.values())
+
+
+def _torchvision_download(cache: Path) -> Path:
+    """torchvision's own download (checksummed) into a cache folder; returns the raw folder."""
+    from torchvision.datasets import FashionMNIST
+
+    for train in (True, False):
+        FashionMNIST(str(cache), train=train, download=True)
+    return cache / "FashionMNIST" / "raw"
+
+
+def locate(data_dir: str | None) -> Path:
+    """The first source that has all four files: --data-dir, $FASHION_MNIST_DIR, Debian's folder, download."""
+    if data_dir:
+        directory = Path(data_dir).expanduser().resolve()
+        if not _has_all(directory):
+            raise DataError(f"--data-dir {directory} does not hold the four Fashion-MNIST IDX files ({', '.join(FILES.values())}, gzipped or not)")
+        return directory
+    candidates = [Path(os.environ["FASHION_MNIST_DIR"])] if os.environ.get("FASHION_MNIST_DIR") else []
+    candidates += [DEBIAN_DIR, CACHE_DIR / "FashionMNIST" / "raw"]
+    for directory in candidates:
+        if _has_all(directory):
+            return directory.resolve()
+    try:
+        return _torchvision_download(CACHE_DIR)
+    except Exception as e:  # offline, proxy, disk: any failure means "no source worked"
+        raise DataError(
+            "Fashion-MNIST not found: pass --data-dir DIR (the four IDX files), set $FASHION_MNIST_DIR, "
+            f"install Debian's package dataset-fashion-mnist ({DEBIAN_DIR}), or go online for torchvision's "
+            f"download (failed: {type(e).__name__}: {e})"
+        ) from None
+
+
+def load_dataset(
+    data_dir: str | None = None,
+    val_size: int = 5_000,
+    split_seed: int = 0,
+    normalize: bool = True,
+    subset: int | None = None,
+    strict_counts: bool = True,
+) -> Dataset:
+    """Load, validate and split Fashion-MNIST. `subset` keeps that many training images (and a
+    proportional share of validation and test) for smoke runs; `strict_counts` checks 60k/10k."""
+    directory = locate(data_dir)
+    train_x, train_y = _read_split(directory, "train_images", "train_labels", TRAIN_COUNT if strict_counts else 0)
+    test_x, test_y = _read_split(directory, "test_images", "test_labels", TEST_COUNT if strict_counts else 0)
+    if not 0 < val_size < len(train_x):
+        raise DataError(f"validation size {val_size} must be between 1 and {len(train_x) - 1}")
+
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(split_seed)).numpy()
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    if subset:
+        scale = subset / len(train_idx)
+        train_idx = train_idx[:subset]
+        val_idx = val_idx[: max(1, int(len(val_idx) * scale))]
+        test_x, test_y = test_x[: max(1, int(len(test_x) * scale))], test_y[: max(1, int(len(test_y) * scale))]
+
+    images = train_x[train_idx].astype(np.float32) / 255.0
+    mean, std = (float(images.mean()), float(images.std())) if normalize else (0.0, 1.0)
+
+    def prep(x: np.ndarray) -> np.ndarray:
+        return ((x.astype(np.float32) / 255.0 - mean) / std)[:, None, :, :]
+
+    return Dataset(
+        train_x=prep(train_x[train_idx]),
+        train_y=train_y[train_idx].astype(np.int64),
+        val_x=prep(train_x[val_idx]),
+        val_y=train_y[val_idx].astype(np.int64),
+        test_x=prep(test_x),
+        test_y=test_y.astype(np.int64),
+        source=str(directory),
+    )
+
+
+class ShuffledBatches(Sampler):
+    """Yields index tensors, one per batch, reshuffled per epoch from (seed, epoch).
+
+    Lightning calls `set_epoch` at every epoch start, so a trial resumed from a checkpoint sees
+    exactly the batches an uninterrupted trial would have seen.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, device: torch.device):
+        self.n, self.batch_size, self.shuffle, self.seed, self.device = n, batch_size, shuffle, seed, device
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=generator).to(self.device)
+        else:
+            order = torch.arange(self.n, device=self.device)
+        return iter(order.split(self.batch_size))
+
+
+class TensorBatches(torch.utils.data.Dataset):
+    """Indexing with a whole batch of indices returns the batch: no per-sample work, no collation."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[index], self.y[index]
+
+
+def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    """A DataLoader over tensors already on their device (CPU or GPU), in the calling process."""
+    sampler = ShuffledBatches(len(y), batch_size, shuffle, seed, x.device)
+    return DataLoader(TensorBatches(x, y), sampler=sampler, batch_size=None, num_workers=0)

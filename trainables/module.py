@@ -1,0 +1,112 @@
+"""The LightningModule: LeNet-5, cross-entropy, SGD (momentum) or Adam, optionally a cyclical LR.
+
+Per-epoch metrics are accumulated as tensors inside the steps (no `self.log` per step, no
+host sync on GPU) and read once per epoch through `epoch_metrics()`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from trainables.model import lenet5
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class LitLeNet(pl.LightningModule):
+    def __init__(
+        self,
+        lr: float,
+        optimizer: str = "sgd",
+        momentum: float = 0.9,
+        cyclic_min_lr: float | None = None,
+        divergence_check_every: int = 1,
+    ):
+        """`cyclic_min_lr` set: the LR cycles (triangular CyclicLR) between it and `lr`."""
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        self.save_hyperparameters()
+        self.lr = lr  # the attribute Lightning's LR finder reads
+        self.net = lenet5()
+        self._sums: dict[str, list] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=hp.momentum)
+        else:
+            opt = torch.optim.Adam(self.parameters(), lr=self.lr)
+        if hp.cyclic_min_lr is None:
+            return opt
+        steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs))
+        sched = torch.optim.lr_scheduler.CyclicLR(
+            opt,
+            base_lr=hp.cyclic_min_lr,
+            max_lr=self.lr,
+            step_size_up=2 * steps_per_epoch,  # Smith: a half cycle of 2-10 epochs
+            cycle_momentum=hp.optimizer == "sgd",
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- accumulation -------------------------------------------------------------------------
+    def _accumulate(self, stage: str, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        loss_sum, correct, count = self._sums.get(stage, (0.0, 0, 0))
+        self._sums[stage] = (
+            loss_sum + loss.detach() * len(y),
+            correct + (logits.argmax(dim=1) == y).sum(),
+            count + len(y),
+        )
+
+    def stage_metrics(self, stage: str) -> dict[str, float]:
+        """Mean loss and accuracy of `stage` ("train", "val") since its epoch started."""
+        loss_sum, correct, count = self._sums.get(stage, (0.0, 0, 0))
+        if not count:
+            return {}
+        return {f"{stage}_loss": float(loss_sum) / count, f"{stage}_acc": float(correct) / count}
+
+    def on_train_epoch_start(self) -> None:
+        self._sums.pop("train", None)
+
+    def on_validation_epoch_start(self) -> None:
+        self._sums.pop("val", None)
+
+    # -- steps --------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        every = self.hparams.divergence_check_every
+        if every and batch_idx % every == 0 and not math.isfinite(loss.item()):
+            raise Diverged(f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+        self._accumulate("train", logits, y, loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        logits = self.net(x)
+        self._accumulate("val", logits, y, F.cross_entropy(logits, y))
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> dict[str, float]:
+        """Loss and accuracy on whole tensors (the test set), outside any Trainer loop."""
+        was_training = self.training
+        self.eval()
+        loss_sum, correct = 0.0, 0
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+            logits = self.net(xb)
+            loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == yb).sum())
+        self.train(was_training)
+        return {"loss": loss_sum / len(y), "acc": correct / len(y)}

@@ -1,0 +1,177 @@
+"""The Ray Tune function trainable: one trial = one Lightning Trainer on in-memory Fashion-MNIST.
+
+`train_trial(config, study, data)` is wrapped by `tune.with_parameters` in the driver, so `data`
+arrives once per node through the object store. `config` is the trial's own point of the search
+space: {"arm": "finder" | "manual", "lr": float | None, "seed": int}.
+
+Every epoch the trial reports to Tune (and to TensorBoard, in its own trial directory) the
+metrics in `EPOCH_METRICS`, plus bookkeeping (arm, timings, node); the last epoch adds the
+test-set metrics. A Lightning checkpoint travels with every report, so Ray can restart a
+killed trial from its last epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import ray
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from ray import tune
+
+from study.config import StudyConfig
+from trainables.data import Dataset, batches
+from trainables.finder import FinderResult, range_test
+from trainables.module import Diverged, LitLeNet
+
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+CHECKPOINT_FILE = "checkpoint.ckpt"
+
+
+class ReportToTune(pl.Callback):
+    """Reports each finished epoch to Tune, logs it to TensorBoard, and attaches a checkpoint.
+
+    Ray ships `TuneReportCheckpointCallback`, but it can only forward `trainer.callback_metrics`
+    tensors; a trial here must also report strings (arm), timings and, on its last epoch, the
+    test-set evaluation. This is the same idea on Ray's public `tune.report` API.
+    """
+
+    def __init__(self, fixed: dict, test: tuple[torch.Tensor, torch.Tensor]):
+        self.fixed = fixed  # reported with every epoch: arm, seed, node, finder_time_s ...
+        self.test = test
+        self.train_time_s = 0.0  # cumulative, survives restarts through the checkpoint
+        self._epoch_start = 0.0
+
+    def state_dict(self) -> dict:
+        return {"train_time_s": self.train_time_s, "fixed": self.fixed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.train_time_s = state["train_time_s"]
+        self.fixed = {**state["fixed"], **{k: v for k, v in self.fixed.items() if k.startswith("node")}}
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: LitLeNet) -> None:
+        # Validation has run by now (it closes the training epoch), so both stages are complete.
+        self.train_time_s += time.perf_counter() - self._epoch_start
+        epoch = trainer.current_epoch
+        metrics = {**pl_module.stage_metrics("train"), **pl_module.stage_metrics("val"),
+                   "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        if trainer.logger:
+            trainer.logger.log_metrics(metrics, step=epoch)
+        if epoch == trainer.max_epochs - 1:
+            test = pl_module.evaluate(*self.test)
+            metrics.update(test_loss=test["loss"], test_acc=test["acc"])
+            if trainer.logger:
+                trainer.logger.log_hyperparams(
+                    {k: v for k, v in self.fixed.items() if k in ("arm", "seed", "finder_rule")} | {"lr": metrics["lr"]},
+                    {"hp/val_acc": metrics["val_acc"], "hp/val_loss": metrics["val_loss"],
+                     "hp/test_acc": metrics["test_acc"], "hp/test_loss": metrics["test_loss"]},
+                )
+        report = {**metrics, **self.fixed, "epoch": epoch, "train_time_s": self.train_time_s, "report_ts": time.time()}
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer.save_checkpoint(os.path.join(tmp, CHECKPOINT_FILE))
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _tensors(data: Dataset, device: torch.device) -> dict[str, torch.Tensor]:
+    with warnings.catch_warnings():  # arrays from the object store are read-only; we never write them
+        warnings.simplefilter("ignore", UserWarning)
+        return {k: torch.from_numpy(getattr(data, k)).to(device) for k in
+                ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+
+
+def _save_finder(trial_dir: Path, result: FinderResult, rule: str, logger: TensorBoardLogger) -> None:
+    record = {"lr": result.lrs, "loss": result.losses, "rule": rule, "suggestion": result.suggestions[rule],
+              "suggestions": result.suggestions, "lightning_suggestion": result.lightning_suggestion,
+              **result.args, "finder_time_s": result.seconds, "lightning_version": pl.__version__}
+    tmp = trial_dir / "lr_finder.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(trial_dir / "lr_finder.json")
+    for step, (lr, loss) in enumerate(zip(result.lrs, result.losses)):
+        logger.experiment.add_scalar("lr_finder/loss", loss, step)
+        logger.experiment.add_scalar("lr_finder/lr", lr, step)
+
+
+def _quiet_lightning() -> None:
+    """Keep the trial logs to what matters: no device banners, tips or known deprecations."""
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    for pattern in (".*weights_only.*", ".*LeafSpec.*", ".*does not have many workers.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def train_trial(config: dict, study: StudyConfig, data: Dataset) -> None:
+    trial_start_ts = time.time()
+    _quiet_lightning()
+    trial_dir = Path(tune.get_context().get_trial_dir())  # not the scratch working dir
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(study.cpus_per_trial)
+    pl.seed_everything(config["seed"], workers=True, verbose=False)
+    use_gpu = torch.cuda.is_available()  # Ray hides GPUs from trials that were given none
+    t = _tensors(data, torch.device("cuda" if use_gpu else "cpu"))
+    train_loader = batches(t["train_x"], t["train_y"], study.batch_size, shuffle=True, seed=config["seed"])
+    val_loader = batches(t["val_x"], t["val_y"], 1024, shuffle=False, seed=0)
+
+    node = {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+    fixed = {"arm": config["arm"], "seed": config["seed"], "trial_start_ts": trial_start_ts, **node}
+    report = ReportToTune(fixed, test=(t["test_x"], t["test_y"]))
+    logger = TensorBoardLogger(save_dir=str(trial_dir), name="", version="", default_hp_metric=False)
+    trainer = pl.Trainer(
+        max_epochs=study.epochs,
+        accelerator="gpu" if use_gpu else "cpu",
+        devices=1,
+        logger=logger,
+        callbacks=[report],
+        default_root_dir=str(trial_dir),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,  # Ray Tune keeps the checkpoints (ReportToTune)
+        num_sanity_val_steps=0,
+    )
+    check_every = 50 if use_gpu else 1  # a NaN check syncs the GPU: not on every step there
+
+    checkpoint = tune.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else tempfile.TemporaryDirectory() as ckpt_dir:
+        ckpt_path = Path(ckpt_dir) / CHECKPOINT_FILE if checkpoint else None
+        if ckpt_path:  # a restarted trial: same LR, no second range test
+            hparams = torch.load(ckpt_path, map_location="cpu", weights_only=False)["hyper_parameters"]
+            model = LitLeNet(**hparams)
+        else:
+            model = _new_model(config, study, trainer, train_loader, trial_dir, logger, report, check_every)
+        try:
+            trainer.fit(model, train_loader, val_loader, ckpt_path=ckpt_path)
+        except Diverged as e:
+            # End cleanly: one last row says so; the scheduler needs its metric, so a diverged
+            # model counts as zero accuracy.
+            tune.report({"train_loss": float("nan"), "val_loss": float("nan"), "val_acc": 0.0, "train_acc": 0.0,
+                         "lr": model.lr, **report.fixed, "epoch": trainer.current_epoch, "diverged": True,
+                         "diverged_reason": str(e), "train_time_s": report.train_time_s, "report_ts": time.time()})
+
+
+def _new_model(config, study, trainer, train_loader, trial_dir, logger, report, check_every) -> LitLeNet:
+    if config["arm"] == "manual":
+        return LitLeNet(lr=config["lr"], optimizer=study.optimizer, momentum=study.momentum,
+                        divergence_check_every=check_every)
+    # The finder arm: Lightning's range test on the training data picks the LR, then this same
+    # trial (same Trainer, same initial weights: lr_find restores them) trains with it.
+    model = LitLeNet(lr=1e-3, optimizer=study.optimizer, momentum=study.momentum, divergence_check_every=0)
+    rule = study.finder_rule
+    result = range_test(trainer, model, train_loader, min_lr=study.finder_min_lr, max_lr=study.finder_max_lr,
+                        num_training=study.finder_num_training, mode=study.finder_mode, rules=(rule,))
+    _save_finder(trial_dir, result, rule, logger)
+    lr = result.suggestions[rule]
+    if lr is None:
+        raise RuntimeError(f"LR finder gave no suggestion (rule {rule!r}, {len(result.losses)} points recorded)")
+    report.fixed.update(finder_time_s=result.seconds, finder_rule=rule)
+    model.lr = lr
+    model.hparams.lr = lr
+    model.hparams.divergence_check_every = check_every
+    return model
