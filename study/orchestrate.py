@@ -7,6 +7,7 @@ Nothing here prints: errors a user can fix are `ConfigError`s, whose message is 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -120,16 +121,23 @@ def write_study_record(path: Path, config: StudyConfig, data: Dataset, resources
     tmp.replace(path / STUDY_FILE)
 
 
+def _quiet_variant_warning() -> None:
+    logging.getLogger("ray.tune.search.variant_generator").setLevel(logging.ERROR)
+
+
 def build_tuner(config: StudyConfig, data: Dataset, resources: dict) -> tune.Tuner:
     trainable = tune.with_resources(tune.with_parameters(train_trial, study=config, data=data), resources)
     points = trial_points(config)
+    _quiet_variant_warning()
     if config.search == "asha":
         scheduler = FinderExemptASHA(time_attr="training_iteration", max_t=config.epochs, grace_period=1, reduction_factor=3)
     else:
         scheduler = FIFOScheduler()
     return tune.Tuner(
         trainable,
-        param_space={},  # every trial is one of `points`
+        # Every trial is one of `points`; the constants only name the keys (Ray warns that the
+        # points differ from them, which is the intent: see _quiet_variant_warning).
+        param_space={"arm": "manual", "lr": None, "seed": config.seed},
         tune_config=tune.TuneConfig(
             metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=len(points),
             search_alg=BasicVariantGenerator(points_to_evaluate=points),

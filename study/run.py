@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(summary["verdict"])
     print(f"\nStudy wall time {time.perf_counter() - started:.1f} s (Ray Tune {tune_wall_s:.1f} s).")
-    print(f"Report:      {written['report.md']}")
+    print(f"Report:      {written['report']}")
     print(f"Experiment:  {path}")
     print(f"TensorBoard: tensorboard --logdir {path}")
     return 0

@@ -104,7 +104,8 @@ def _save_finder(trial_dir: Path, result: FinderResult, rule: str, logger: Tenso
 def _quiet_lightning() -> None:
     """Keep the trial logs to what matters: no device banners, tips or known deprecations."""
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    for pattern in (".*weights_only.*", ".*LeafSpec.*", ".*does not have many workers.*"):
+    os.environ["TQDM_DISABLE"] = "1"  # lr_find's own progress bar, one line per step in Ray's log
+    for pattern in (".*weights_only.*", ".*LeafSpec.*", ".*does not have many workers.*", ".*no `val_dataloader`.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 

@@ -1,0 +1,76 @@
+"""Re-create the analysis of an lrstudy experiment from its directory alone.
+
+    python -m study.analyze results/<name>                   # target accuracy from study.json (else 0.88)
+    python -m study.analyze results/<name> --target-acc 0.9  # time to reach 90% validation accuracy
+
+Reads the trial directories (params.json, result.json, error.txt, lr_finder.json) and
+writes, atomically, into the experiment directory: summary.json, comparison.csv,
+report.md and the figures lr_finder.png, val_acc.png, val_loss.png, train_curves.png.
+Prints the comparison table, the verdict and the path of report.md. Works on partial
+experiments (failed, diverged, pruned trials). A missing directory, one that is not an
+experiment, or a bad flag: one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+PROG = "study.analyze"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block
+        _fail(message)
+
+
+def _fail(message: str):
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    sys.exit(2)
+
+
+def _target_acc(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(x) or not 0.0 < x <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text!r}")
+    return x
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Summarize an lrstudy experiment: finder LR vs best manual LR.")
+    p.add_argument("exp_dir", type=Path, help="experiment directory, <results-dir>/<name>")
+    p.add_argument("--target-acc", type=_target_acc, default=None,
+                   help="validation accuracy for time-to-target, a fraction in (0, 1] "
+                        "(default: the study's target_acc from study.json, else 0.88)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from study.analysis import NotAnExperiment, summarize
+
+    try:
+        summary = summarize(args.exp_dir, target_acc=args.target_acc)
+    except NotAnExperiment as e:
+        _fail(str(e))
+    from study.report import format_table, write_report  # matplotlib: only when there is a report to write
+
+    try:
+        paths = write_report(args.exp_dir, summary)
+    except OSError as e:
+        sys.stderr.write(f"{PROG}: error: cannot write the report: {e}\n")
+        return 1
+    print(format_table(summary))
+    print()
+    print(summary["verdict"])
+    print(f"report: {paths['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

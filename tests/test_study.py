@@ -1,0 +1,83 @@
+"""The real thing, small: `python -m study.run --smoke` with real Ray, Lightning, Fashion-MNIST."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from study.config import SMOKE, StudyConfig
+
+pytestmark = pytest.mark.slow
+SCALARS = {"train_loss", "train_acc", "val_loss", "val_acc"}
+
+
+def trial_dirs(exp: Path) -> list[Path]:
+    return sorted(p.parent for p in exp.glob("*/params.json"))
+
+
+def rows(trial: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial / "result.json").read_text().splitlines() if line.strip()]
+
+
+def test_every_trial_finished_all_epochs(smoke_study):
+    exp, proc = smoke_study
+    trials = trial_dirs(exp)
+    expected = 1 + len(StudyConfig().lrs)
+    assert len(trials) == expected
+    for trial in trials:
+        history = rows(trial)
+        assert [r["epoch"] for r in history] == list(range(SMOKE["epochs"])), trial.name
+        last = history[-1]
+        assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "arm", "test_acc", "test_loss",
+                "train_time_s", "node_id", "node_ip"} <= set(last)
+        assert 0 <= last["val_acc"] <= 1 and last["arm"] in ("finder", "manual")
+        assert not (trial / "error.txt").exists()
+
+
+def test_manual_trials_train_with_their_own_lr(smoke_study):
+    exp, _ = smoke_study
+    manual = [t for t in trial_dirs(exp) if json.loads((t / "params.json").read_text())["arm"] == "manual"]
+    assert sorted(rows(t)[-1]["lr"] for t in manual) == sorted(StudyConfig().lrs)
+
+
+def test_finder_trial_records_its_lr_curve_and_time(smoke_study):
+    exp, _ = smoke_study
+    [finder] = [t for t in trial_dirs(exp) if json.loads((t / "params.json").read_text())["arm"] == "finder"]
+    record = json.loads((finder / "lr_finder.json").read_text())
+    history = rows(finder)
+    assert record["rule"] == "steepest" and record["suggestion"] > 0
+    assert len(record["lr"]) == len(record["loss"]) > 11
+    assert {"min_lr", "max_lr", "num_training", "mode", "lightning_version"} <= set(record)
+    assert all(r["lr"] == pytest.approx(record["suggestion"]) for r in history)  # trained with the pick
+    assert history[0]["finder_time_s"] == pytest.approx(record["finder_time_s"]) and record["finder_time_s"] > 0
+
+
+def test_each_trial_has_tensorboard_scalars(smoke_study):
+    exp, _ = smoke_study
+    for trial in trial_dirs(exp):
+        acc = EventAccumulator(str(trial))
+        acc.Reload()
+        tags = set(acc.Tags()["scalars"])
+        assert SCALARS <= tags, (trial.name, tags)
+        assert [e.step for e in acc.Scalars("val_acc")] == list(range(SMOKE["epochs"]))
+
+
+def test_experiment_records_what_produced_it(smoke_study):
+    exp, proc = smoke_study
+    record = json.loads((exp / "study.json").read_text())
+    assert record["config"]["smoke"] is True and record["config"]["epochs"] == SMOKE["epochs"]
+    assert {"torch", "pytorch-lightning", "ray"} <= set(record["versions"])
+    assert record["data"]["train"] == SMOKE["subset"]
+    assert f"tensorboard --logdir {exp}" in proc.stdout
+
+
+def test_experiment_loads_with_rays_own_tools(smoke_study):
+    from ray.tune import ExperimentAnalysis
+
+    exp, _ = smoke_study
+    analysis = ExperimentAnalysis(str(exp))
+    assert len(analysis.trials) == 1 + len(StudyConfig().lrs)
+    assert all(t.status == "TERMINATED" for t in analysis.trials)
