@@ -11,6 +11,8 @@ SEARCHES = ("grid", "asha")
 OPTIMIZERS = ("sgd", "adam")
 FINDER_RULES = ("steepest", "valley", "minimum")
 FINDER_MODES = ("exponential", "linear")
+ARMS = ("finder", "manual", "cyclic")
+PRESETS = ("writeup",)
 
 
 class ConfigError(ValueError):
@@ -25,6 +27,20 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
 
 
+def _names(allowed: tuple[str, ...]):
+    """A parser for a comma-separated list of names from `allowed`."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(t.strip() for t in text.split(",") if t.strip())
+        unknown = [t for t in items if t not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(map(repr, unknown))}; choose from {', '.join(allowed)}")
+        return items
+
+    parse.__name__ = "list"
+    return parse
+
+
 def _opt(default, help: str, parse=None, choices=None):
     return field(default=default, metadata={"help": help, "parse": parse, "choices": choices})
 
@@ -36,12 +52,15 @@ class StudyConfig:
     lrs: tuple[float, ...] = _opt((1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "grid: the manual learning rates, comma-separated", _floats)
     num_samples: int = _opt(8, "asha: how many manual LRs to draw log-uniformly from --lr-range", int)
     lr_range: tuple[float, ...] = _opt((1e-5, 1e-1), "asha: LOW,HIGH bounds of the manual LRs", _floats)
+    arms: tuple[str, ...] = _opt(("finder", "manual"), "which arms run: finder, manual, cyclic (Smith's cyclical LR over the finder's range)", _names(ARMS))
+    seeds: int = _opt(1, "run every arm with this many seeds: --seed, --seed+1, ...", int)
+    preset: str | None = _opt(None, "'writeup': the write-up's setting (Adam, 5 epochs, 48k/12k split, no normalisation, LRs 1e-5,1e-4,1e-1,2e-3)", choices=PRESETS)
     # -- training -----------------------------------------------------------------------------
     epochs: int = _opt(10, "epochs per trial", int)
     batch_size: int = _opt(64, "mini-batch size", int)
-    optimizer: str = _opt("sgd", "optimiser for every trial", choices=OPTIMIZERS)
+    optimizer: tuple[str, ...] = _opt(("sgd",), "optimiser(s), comma-separated: the study runs once per optimiser (sgd, adam)", _names(OPTIMIZERS))
     momentum: float = _opt(0.9, "SGD momentum", float)
-    seed: int = _opt(0, "seed of every trial (seed_everything) and of ASHA's LR draws", int)
+    seed: int = _opt(0, "first seed of the trials (seed_everything) and seed of ASHA's LR draws", int)
     # -- data ---------------------------------------------------------------------------------
     data_dir: str | None = _opt(None, "folder with the four Fashion-MNIST IDX files (default: $FASHION_MNIST_DIR, Debian's package, then torchvision's download)")
     val_size: int = _opt(5000, "images held out of the 60,000 for validation", int)
@@ -53,7 +72,7 @@ class StudyConfig:
     finder_max_lr: float = _opt(1.0, "range test: highest LR", float)
     finder_num_training: int = _opt(100, "range test: number of steps (LRs tried)", int)
     finder_mode: str = _opt("exponential", "range test: how the LR grows per step", choices=FINDER_MODES)
-    finder_rule: str = _opt("steepest", "how the finder's curve becomes one LR (steepest: Lightning<2.5.3's rule)", choices=FINDER_RULES)
+    finder_rules: tuple[str, ...] = _opt(("steepest",), "how the range test's curve becomes one LR: steepest, valley, minimum; one finder trial per rule, the first is the 'finder' arm", _names(FINDER_RULES))
     # -- resources and cluster ----------------------------------------------------------------
     cpus_per_trial: int = _opt(1, "CPUs (and torch threads) per trial", int)
     gpus_per_trial: float | None = _opt(None, "GPUs per trial, fractions allowed (default: 0 without GPUs, 0.25 with)", float)
@@ -81,7 +100,10 @@ class StudyConfig:
                 raise ConfigError(f"--lr-range must be LOW,HIGH with LOW < HIGH, got {','.join(map(str, self.lr_range))}")
             if self.num_samples < 1:
                 raise ConfigError(f"--num-samples must be at least 1, got {self.num_samples}")
-        for flag, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("--cpus-per-trial", self.cpus_per_trial),
+        for flag, items in (("--arms", self.arms), ("--optimizer", self.optimizer), ("--finder-rules", self.finder_rules)):
+            if not items or len(set(items)) != len(items):
+                raise ConfigError(f"{flag} must list at least one value, each once")
+        for flag, value in (("--epochs", self.epochs), ("--seeds", self.seeds), ("--batch-size", self.batch_size), ("--cpus-per-trial", self.cpus_per_trial),
                             ("--val-size", self.val_size), ("--finder-num-training", self.finder_num_training)):
             if value < 1:
                 raise ConfigError(f"{flag} must be at least 1, got {value}")
@@ -105,6 +127,11 @@ class StudyConfig:
 
 # What --smoke shrinks, unless the flag is given explicitly.
 SMOKE = {"epochs": 2, "subset": 4000}
+# The write-up's setting, as closely as the data allows. Its notebook wrote the finder's LR to
+# `hparams` while the optimiser read another attribute set to 2e-3: hence the manual 2e-3.
+PRESET = {"writeup": {"optimizer": ("adam",), "batch_size": 64, "epochs": 5, "val_size": 12_000, "split_seed": 7,
+                      "normalize": False, "search": "grid", "lrs": (1e-5, 1e-4, 1e-1, 2e-3),
+                      "finder_min_lr": 1e-8, "finder_max_lr": 1.0, "finder_num_training": 100}}
 
 
 def _flag(name: str) -> str:
@@ -121,7 +148,7 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
     for f in fields(StudyConfig):
         meta, default = f.metadata, f.default
-        shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else default
+        shown = ",".join(f"{v:g}" if isinstance(v, float) else v for v in default) if isinstance(default, tuple) else default
         help_text = f"{meta['help']} (default: {shown})"
         if isinstance(default, bool):
             parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, help=help_text)
@@ -135,6 +162,8 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
     """Only the flags given on the command line override the defaults (and --smoke's shrinking)."""
     given = {k: v for k, v in vars(args).items() if k in {f.name for f in fields(StudyConfig)}}
     config = StudyConfig(**given)
+    if config.preset:
+        config = replace(config, **{k: v for k, v in PRESET[config.preset].items() if k not in given})
     if config.smoke:
         config = replace(config, **{k: v for k, v in SMOKE.items() if k not in given})
     return config.validate()

@@ -36,16 +36,17 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-class FinderExemptASHA(ASHAScheduler):
-    """ASHA over the manual trials only: the finder trial is the subject of the study, never pruned."""
+class ManualOnlyASHA(ASHAScheduler):
+    """ASHA over the manual trials only: finder (and cyclic) trials are the subject of the study,
+    never pruned, and not in the rungs the manual trials compete in."""
 
     def on_trial_result(self, tune_controller, trial, result):
-        if trial.config.get("arm") == "finder":
+        if trial.config.get("arm") != "manual":
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 
     def on_trial_complete(self, tune_controller, trial, result):
-        if trial.config.get("arm") != "finder":
+        if trial.config.get("arm") == "manual":
             super().on_trial_complete(tune_controller, trial, result)
 
 
@@ -78,7 +79,9 @@ def connect(config: StudyConfig) -> None:
         return
     try:
         ray.init(address=config.address, include_dashboard=False if config.address is None else None,
-                 log_to_driver=True, configure_logging=True, logging_level="WARNING")
+                 log_to_driver=True, configure_logging=True, logging_level="WARNING",
+                 # lr_find draws a progress bar per step into every trial's log; tqdm reads this at import
+                 runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"--address {config.address}" if config.address else "a local Ray instance"
         raise ConfigError(f"cannot start or reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
@@ -130,18 +133,19 @@ def build_tuner(config: StudyConfig, data: Dataset, resources: dict) -> tune.Tun
     points = trial_points(config)
     _quiet_variant_warning()
     if config.search == "asha":
-        scheduler = FinderExemptASHA(time_attr="training_iteration", max_t=config.epochs, grace_period=1, reduction_factor=3)
+        scheduler = ManualOnlyASHA(time_attr="training_iteration", max_t=config.epochs, grace_period=1, reduction_factor=3)
     else:
         scheduler = FIFOScheduler()
     return tune.Tuner(
         trainable,
         # Every trial is one of `points`; the constants only name the keys (Ray warns that the
         # points differ from them, which is the intent: see _quiet_variant_warning).
-        param_space={"arm": "manual", "lr": None, "seed": config.seed},
+        param_space={"arm": "manual", "lr": None, "seed": config.seed, "optimizer": config.optimizer[0], "finder_rule": None},
         tune_config=tune.TuneConfig(
             metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=len(points),
             search_alg=BasicVariantGenerator(points_to_evaluate=points),
             trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname,
+            reuse_actors=True,  # a worker keeps torch and Lightning imported from one trial to the next
         ),
         run_config=_run_config(config),
     )

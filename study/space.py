@@ -22,13 +22,22 @@ def manual_lrs(config: StudyConfig) -> list[float]:
 
 
 def trial_points(config: StudyConfig) -> list[dict]:
-    """Every trial of the study, finder first."""
-    finder = {"arm": "finder", "lr": None, "seed": config.seed}
-    return [finder] + [{"arm": "manual", "lr": lr, "seed": config.seed} for lr in manual_lrs(config)]
+    """Every trial of the study: per optimiser and seed, the finder trial(s), then the manual LRs."""
+    points = []
+    for optimizer in config.optimizer:
+        for seed in range(config.seed, config.seed + config.seeds):
+            common = {"seed": seed, "optimizer": optimizer}
+            if "finder" in config.arms:
+                points += [{"arm": "finder", "lr": None, "finder_rule": rule, **common} for rule in config.finder_rules]
+            if "cyclic" in config.arms:
+                points.append({"arm": "cyclic", "lr": None, "finder_rule": config.finder_rules[0], **common})
+            if "manual" in config.arms:
+                points += [{"arm": "manual", "lr": lr, "finder_rule": None, **common} for lr in manual_lrs(config)]
+    return points
 
 
 def trial_dirname(trial) -> str:
-    """Trial folders (and so TensorBoard runs) named by arm and LR: "manual_lr=0.0001_<id>"."""
-    arm, lr = trial.config["arm"], trial.config["lr"]
-    label = arm if lr is None else f"{arm}_lr={lr:.3g}"
-    return f"{label}_{trial.trial_id}"
+    """Trial folders (and so TensorBoard runs) named by what they are: "manual_lr=0.01_sgd_s0_<id>"."""
+    c = trial.config
+    label = f"{c['arm']}_lr={c['lr']:.3g}" if c["lr"] is not None else f"{c['arm']}-{c['finder_rule']}"
+    return f"{label}_{c['optimizer']}_s{c['seed']}_{trial.trial_id}"

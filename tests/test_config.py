@@ -27,8 +27,9 @@ def test_every_field_is_a_documented_flag():
 def test_defaults_and_flags_map_one_to_one():
     assert parse() == StudyConfig()
     c = parse("--lrs", "0.1,0.01", "--epochs", "3", "--optimizer", "adam", "--gpus-per-trial", "0.5",
-              "--no-normalize", "--lr-range", "1e-4,1e-2", "--name", "x")
-    assert c.lrs == (0.1, 0.01) and c.epochs == 3 and c.optimizer == "adam" and c.gpus_per_trial == 0.5
+              "--no-normalize", "--lr-range", "1e-4,1e-2", "--name", "x", "--finder-rules", "valley,steepest")
+    assert c.lrs == (0.1, 0.01) and c.epochs == 3 and c.optimizer == ("adam",) and c.gpus_per_trial == 0.5
+    assert c.finder_rules == ("valley", "steepest")
     assert c.normalize is False and c.lr_range == (1e-4, 1e-2) and c.name == "x"
 
 
@@ -39,8 +40,30 @@ def test_smoke_shrinks_unless_told_otherwise():
 
 def test_grid_points_are_the_finder_plus_each_lr():
     points = trial_points(StudyConfig(lrs=(1e-3, 1e-1), seed=4))
-    assert points == [{"arm": "finder", "lr": None, "seed": 4},
-                      {"arm": "manual", "lr": 1e-3, "seed": 4}, {"arm": "manual", "lr": 1e-1, "seed": 4}]
+    common = {"seed": 4, "optimizer": "sgd"}
+    assert points == [{"arm": "finder", "lr": None, "finder_rule": "steepest", **common},
+                      {"arm": "manual", "lr": 1e-3, "finder_rule": None, **common},
+                      {"arm": "manual", "lr": 1e-1, "finder_rule": None, **common}]
+
+
+def test_seeds_rules_cyclic_and_optimizers_multiply_the_trials():
+    c = StudyConfig(lrs=(1e-3, 1e-1), seeds=3, seed=5, finder_rules=("steepest", "valley"),
+                    arms=("finder", "manual", "cyclic"), optimizer=("sgd", "adam"))
+    points = trial_points(c)
+    assert len(points) == 2 * 3 * (2 + 1 + 2)
+    assert {p["seed"] for p in points} == {5, 6, 7} and {p["optimizer"] for p in points} == {"sgd", "adam"}
+    assert sum(p["arm"] == "finder" and p["finder_rule"] == "valley" for p in points) == 6
+    assert [p for p in points if p["arm"] == "cyclic"][0]["finder_rule"] == "steepest"
+    assert len({tuple(sorted(p.items(), key=str)) for p in points}) == len(points)  # no duplicates
+    assert [p["arm"] for p in trial_points(StudyConfig(arms=("manual",), lrs=(0.1,)))] == ["manual"]
+
+
+def test_writeup_preset_is_the_write_ups_setting():
+    c = parse("--preset", "writeup")
+    assert c.optimizer == ("adam",) and c.epochs == 5 and c.batch_size == 64 and c.val_size == 12_000
+    assert c.split_seed == 7 and c.normalize is False and c.lrs == (1e-5, 1e-4, 1e-1, 2e-3)
+    assert (c.finder_min_lr, c.finder_max_lr, c.finder_num_training) == (1e-8, 1.0, 100)
+    assert parse("--preset", "writeup", "--epochs", "2").epochs == 2
 
 
 def test_asha_draws_are_seeded_log_uniform_and_in_range():
@@ -60,7 +83,12 @@ def test_asha_draws_are_seeded_log_uniform_and_in_range():
     (["--search", "asha", "--lr-range", "1e-1,1e-5"], "LOW < HIGH"),
     (["--search", "asha", "--num-samples", "0"], "--num-samples"),
     (["--search", "random"], "invalid choice"),
-    (["--optimizer", "rmsprop"], "invalid choice"),
+    (["--optimizer", "rmsprop"], "unknown 'rmsprop'"),
+    (["--optimizer", "sgd,sgd"], "each once"),
+    (["--arms", "finder,bogus"], "unknown 'bogus'"),
+    (["--finder-rules", ""], "--finder-rules"),
+    (["--seeds", "0"], "--seeds"),
+    (["--preset", "paper"], "invalid choice"),
     (["--epochs", "0"], "--epochs"),
     (["--batch-size", "0"], "--batch-size"),
     (["--cpus-per-trial", "0"], "--cpus-per-trial"),

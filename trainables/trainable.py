@@ -2,7 +2,8 @@
 
 `train_trial(config, study, data)` is wrapped by `tune.with_parameters` in the driver, so `data`
 arrives once per node through the object store. `config` is the trial's own point of the search
-space: {"arm": "finder" | "manual", "lr": float | None, "seed": int}.
+space: {"arm": "finder" | "manual" | "cyclic", "lr": float | None, "seed": int,
+"optimizer": "sgd" | "adam", "finder_rule": str | None}.
 
 Every epoch the trial reports to Tune (and to TensorBoard, in its own trial directory) the
 metrics in `EPOCH_METRICS`, plus bookkeeping (arm, timings, node); the last epoch adds the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import tempfile
 import time
 import warnings
@@ -33,6 +35,8 @@ from trainables.module import Diverged, LitLeNet
 
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 CHECKPOINT_FILE = "checkpoint.ckpt"
+HPARAMS = ("arm", "seed", "optimizer", "finder_rule", "cyclic_min_lr", "cyclic_max_lr")  # shown in TensorBoard
+CYCLIC_MIN_FRACTION = 0.1  # the cyclic arm cycles between suggestion x 0.1 and the suggestion
 
 
 class ReportToTune(pl.Callback):
@@ -72,11 +76,12 @@ class ReportToTune(pl.Callback):
             metrics.update(test_loss=test["loss"], test_acc=test["acc"])
             if trainer.logger:
                 trainer.logger.log_hyperparams(
-                    {k: v for k, v in self.fixed.items() if k in ("arm", "seed", "finder_rule")} | {"lr": metrics["lr"]},
+                    {k: v for k, v in self.fixed.items() if k in HPARAMS} | {"lr": metrics["lr"]},
                     {"hp/val_acc": metrics["val_acc"], "hp/val_loss": metrics["val_loss"],
                      "hp/test_acc": metrics["test_acc"], "hp/test_loss": metrics["test_loss"]},
                 )
-        report = {**metrics, **self.fixed, "epoch": epoch, "train_time_s": self.train_time_s, "report_ts": time.time()}
+        report = {**metrics, **self.fixed, "epoch": epoch, "train_time_s": self.train_time_s, "report_ts": time.time(),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         with tempfile.TemporaryDirectory() as tmp:
             trainer.save_checkpoint(os.path.join(tmp, CHECKPOINT_FILE))
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -104,7 +109,7 @@ def _save_finder(trial_dir: Path, result: FinderResult, rule: str, logger: Tenso
 def _quiet_lightning() -> None:
     """Keep the trial logs to what matters: no device banners, tips or known deprecations."""
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    os.environ["TQDM_DISABLE"] = "1"  # lr_find's own progress bar, one line per step in Ray's log
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" x epochs
     for pattern in (".*weights_only.*", ".*LeafSpec.*", ".*does not have many workers.*", ".*no `val_dataloader`.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -122,7 +127,8 @@ def train_trial(config: dict, study: StudyConfig, data: Dataset) -> None:
     val_loader = batches(t["val_x"], t["val_y"], 1024, shuffle=False, seed=0)
 
     node = {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
-    fixed = {"arm": config["arm"], "seed": config["seed"], "trial_start_ts": trial_start_ts, **node}
+    fixed = {"arm": config["arm"], "seed": config["seed"], "optimizer": config["optimizer"],
+             "trial_start_ts": trial_start_ts, **node}
     report = ReportToTune(fixed, test=(t["test_x"], t["test_y"]))
     logger = TensorBoardLogger(save_dir=str(trial_dir), name="", version="", default_hp_metric=False)
     trainer = pl.Trainer(
@@ -158,21 +164,25 @@ def train_trial(config: dict, study: StudyConfig, data: Dataset) -> None:
 
 
 def _new_model(config, study, trainer, train_loader, trial_dir, logger, report, check_every) -> LitLeNet:
+    common = {"optimizer": config["optimizer"], "momentum": study.momentum}
     if config["arm"] == "manual":
-        return LitLeNet(lr=config["lr"], optimizer=study.optimizer, momentum=study.momentum,
-                        divergence_check_every=check_every)
-    # The finder arm: Lightning's range test on the training data picks the LR, then this same
-    # trial (same Trainer, same initial weights: lr_find restores them) trains with it.
-    model = LitLeNet(lr=1e-3, optimizer=study.optimizer, momentum=study.momentum, divergence_check_every=0)
-    rule = study.finder_rule
-    result = range_test(trainer, model, train_loader, min_lr=study.finder_min_lr, max_lr=study.finder_max_lr,
+        return LitLeNet(lr=config["lr"], divergence_check_every=check_every, **common)
+    # finder and cyclic arms: Lightning's range test on the training data gives the LR (or, for
+    # Smith's cyclical arm, the top of the range), then this same trial trains with it, from the
+    # same initial weights (lr_find restores them).
+    probe = LitLeNet(lr=1e-3, divergence_check_every=0, **common)
+    rule = config["finder_rule"]
+    result = range_test(trainer, probe, train_loader, min_lr=study.finder_min_lr, max_lr=study.finder_max_lr,
                         num_training=study.finder_num_training, mode=study.finder_mode, rules=(rule,))
     _save_finder(trial_dir, result, rule, logger)
     lr = result.suggestions[rule]
     if lr is None:
         raise RuntimeError(f"LR finder gave no suggestion (rule {rule!r}, {len(result.losses)} points recorded)")
     report.fixed.update(finder_time_s=result.seconds, finder_rule=rule)
-    model.lr = lr
-    model.hparams.lr = lr
-    model.hparams.divergence_check_every = check_every
+    cyclic_min = None
+    if config["arm"] == "cyclic":
+        cyclic_min = lr * CYCLIC_MIN_FRACTION
+        report.fixed.update(cyclic_min_lr=cyclic_min, cyclic_max_lr=lr)
+    model = LitLeNet(lr=lr, cyclic_min_lr=cyclic_min, divergence_check_every=check_every, **common)
+    model.load_state_dict(probe.state_dict())
     return model

@@ -1,0 +1,190 @@
+"""Benchmarks: figures and ratios measured side by side in one run. Never asserted in tests.
+
+    python -m study.bench                      # all of the below on this machine
+    python -m study.bench --only throughput    # plain PyTorch loop vs the real trial
+    python -m study.bench --only study         # the default study: wall, finder share, scheduling, memory
+    python -m study.bench --only study --study-args "--smoke"
+
+throughput: two plain PyTorch loops at once, then two real trials at once (Lightning + Ray
+    reporting + TensorBoard + checkpointing), each as a Ray Tune trial with 1 CPU on the same
+    in-memory tensors, model, batch size and thread count; compares seconds per epoch
+    (Ray's time_this_iter_s, so reporting and checkpointing are counted).
+study: runs a study through `study.run` and reads its results: wall time, Ray start-up, the
+    finder's share of the finder trial, busy time / (wall x slots), peak RSS per trial and of the
+    whole process tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+
+def plain_trial(config: dict, data) -> None:
+    """The same work as a trial, in a plain PyTorch loop: train epoch + validation, report."""
+    import torch
+    import torch.nn.functional as F
+    from ray import tune
+
+    from trainables.model import lenet5
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
+    vx, vy = torch.from_numpy(data.val_x), torch.from_numpy(data.val_y)
+    net = lenet5()
+    opt = torch.optim.SGD(net.parameters(), lr=config["lr"], momentum=0.9)
+    for epoch in range(config["epochs"]):
+        net.train()
+        for idx in torch.randperm(len(y)).split(config["batch_size"]):
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            correct = sum(int((net(a).argmax(1) == b).sum()) for a, b in zip(vx.split(1024), vy.split(1024)))
+        tune.report({"val_acc": correct / len(vy), "epoch": epoch})
+
+
+def _epoch_seconds(results) -> list[float]:
+    """Per-epoch seconds of every trial, first epoch dropped (worker warm-up, imports)."""
+    out = []
+    for r in results:
+        out += list(r.metrics_dataframe["time_this_iter_s"])[1:]
+    return out
+
+
+def bench_throughput(epochs: int, subset: int | None) -> dict:
+    import ray
+    from ray import tune
+
+    from study.config import StudyConfig
+    from trainables.data import load_dataset
+    from trainables.trainable import train_trial
+
+    data = load_dataset(subset=subset)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    storage = tempfile.mkdtemp(prefix="lrstudy-bench-")
+    try:
+        plain = tune.Tuner(
+            tune.with_resources(tune.with_parameters(plain_trial, data=data), {"cpu": 1}),
+            param_space={"lr": tune.grid_search([0.01, 0.02]), "epochs": epochs, "batch_size": 64},
+            run_config=tune.RunConfig(storage_path=storage, name="plain", verbose=0),
+        ).fit()
+        config = StudyConfig(epochs=epochs)
+        real = tune.Tuner(
+            tune.with_resources(tune.with_parameters(train_trial, study=config, data=data), {"cpu": 1}),
+            param_space={"arm": "manual", "lr": tune.grid_search([0.01, 0.02]), "seed": 0},
+            run_config=tune.RunConfig(storage_path=storage, name="trial", verbose=0,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+        ).fit()
+    finally:
+        ray.shutdown()
+    p, t = statistics.median(_epoch_seconds(plain)), statistics.median(_epoch_seconds(real))
+    return {"images_per_epoch": data.sizes(), "plain_s_per_epoch": p, "trial_s_per_epoch": t, "ratio_plain_over_trial": p / t}
+
+
+class _RssSampler(threading.Thread):
+    """Peak resident memory of a process tree, and of its largest single trial process."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.root, self.peak_total, self.peak_trial, self.running = psutil.Process(pid), 0, 0, True
+
+    def run(self):
+        while self.running:
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                rss = {p: p.memory_info().rss for p in procs}
+            except psutil.Error:
+                continue
+            self.peak_total = max(self.peak_total, sum(rss.values()))
+            trials = [v for p, v in rss.items() if "train_trial" in " ".join(_cmdline(p)) or "ImplicitFunc" in " ".join(_cmdline(p))]
+            self.peak_trial = max([self.peak_trial, *trials])
+            time.sleep(0.5)
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+def bench_study(study_args: str) -> dict:
+    results = Path(tempfile.mkdtemp(prefix="lrstudy-bench-"))
+    cmd = [sys.executable, "-m", "study.run", "--results-dir", str(results), "--name", "bench", *shlex.split(study_args)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = _RssSampler(proc.pid)
+    sampler.start()
+    out, _ = proc.communicate()
+    wall = time.perf_counter() - start
+    sampler.running = False
+    if proc.returncode:
+        raise SystemExit(f"study failed ({proc.returncode}):\n{out[-3000:]}")
+    exp = results / "bench"
+    summary = json.loads((exp / "summary.json").read_text())
+    rows = {}
+    for trial in exp.glob("*/result.json"):
+        lines = [json.loads(l) for l in trial.read_text().splitlines() if l.strip()]
+        rows[trial.parent.name] = lines
+    starts = [r[0]["trial_start_ts"] for r in rows.values() if r]
+    ends = [r[-1]["report_ts"] for r in rows.values() if r]
+    busy = sum(r[-1]["report_ts"] - r[0]["trial_start_ts"] for r in rows.values() if r)
+    tune_wall = max(ends) - min(starts)
+    config = json.loads((exp / "study.json").read_text())
+    slots = config["cluster"].get("CPU", 1) // config["resources_per_trial"]["cpu"]
+    finder = summary.get("finder") or {}
+    peak_trial_mb = max((r[-1].get("peak_rss_mb", 0) for r in rows.values() if r), default=0)
+    return {
+        "study_args": study_args, "process_wall_s": wall, "tune_wall_s": tune_wall,
+        "outside_tune_s": wall - tune_wall,
+        "finder_share": (finder.get("finder_time_s") or 0) / (finder.get("total_time_s") or float("inf")),
+        "finder_time_s": finder.get("finder_time_s"), "slots": slots,
+        "busy_over_wall_x_slots": busy / (tune_wall * slots),
+        "peak_rss_trial_mb_reported": peak_trial_mb, "peak_rss_trial_mb_sampled": sampler.peak_trial / 2**20,
+        "peak_rss_tree_mb_sampled": sampler.peak_total / 2**20, "experiment": str(exp),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="study.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=("throughput", "study"), help="run one benchmark (default: both)")
+    parser.add_argument("--epochs", type=int, default=4, help="throughput: epochs per trial (first is dropped)")
+    parser.add_argument("--subset", type=int, default=None, help="throughput: training images (default: all 55,000)")
+    parser.add_argument("--study-args", default="", help="study: extra flags for study.run (default study if empty)")
+    args = parser.parse_args(argv)
+    print(f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, {sys.platform}")
+    if args.only in (None, "throughput"):
+        r = bench_throughput(args.epochs, args.subset)
+        print(f"throughput  plain loop {r['plain_s_per_epoch']:.2f} s/epoch, trial {r['trial_s_per_epoch']:.2f} s/epoch, "
+              f"ratio plain/trial {r['ratio_plain_over_trial']:.3f}  (goal >= 0.95; {r['images_per_epoch']})")
+    if args.only in (None, "study"):
+        r = bench_study(args.study_args)
+        print(f"study       {r['study_args'] or 'default study'}: process wall {r['process_wall_s']:.1f} s, "
+              f"Tune (first trial start to last report) {r['tune_wall_s']:.1f} s, outside Tune (imports, data, Ray start/stop, report) "
+              f"{r['outside_tune_s']:.1f} s")
+        print(f"finder      lr_find {r['finder_time_s'] or 0:.2f} s = {100 * r['finder_share']:.2f} % of the finder trial (goal <= 3 %)")
+        print(f"scheduling  busy / (wall x {r['slots']:.0f} slots) = {r['busy_over_wall_x_slots']:.3f} (goal >= 0.90)")
+        print(f"memory      peak RSS per trial {r['peak_rss_trial_mb_reported']:.0f} MB (reported by trials), "
+              f"{r['peak_rss_trial_mb_sampled']:.0f} MB (sampled); whole study {r['peak_rss_tree_mb_sampled']:.0f} MB (sampled, "
+              f"shared pages counted once per process) (goal <= 700 MB per trial)")
+        print(f"            results in {r['experiment']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
