@@ -126,7 +126,9 @@ def train_trial(config: dict, study: StudyConfig, data: Dataset) -> None:
     train_loader = batches(t["train_x"], t["train_y"], study.batch_size, shuffle=True, seed=config["seed"])
     val_loader = batches(t["val_x"], t["val_y"], 1024, shuffle=False, seed=0)
 
-    node = {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+    node_id = ray.get_runtime_context().get_node_id()
+    node_ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), None)
+    node = {"node_id": node_id, "node_ip": node_ip or ray.util.get_node_ip_address()}
     fixed = {"arm": config["arm"], "seed": config["seed"], "optimizer": config["optimizer"],
              "trial_start_ts": trial_start_ts, **node}
     report = ReportToTune(fixed, test=(t["test_x"], t["test_y"]))
