@@ -117,6 +117,8 @@ class StudyConfig:
             raise ConfigError(f"--target-acc must be in (0, 1], got {self.target_acc}")
         if self.momentum < 0 or self.max_failures < 0:
             raise ConfigError("--momentum and --max-failures must be >= 0")
+        if "://" in self.results_dir:
+            raise ConfigError("--results-dir must be a file system path (local or a shared mount such as NFS); cloud URIs are not supported yet")
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ConfigError(f"--name must be a plain folder name, got {self.name!r}")
         return self

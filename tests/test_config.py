@@ -138,6 +138,11 @@ def test_cli_error_has_no_traceback_as_a_process():
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr, proc.stderr
 
 
+def test_cloud_results_dir_is_refused_plainly():
+    with pytest.raises(ConfigError, match="cloud URIs are not supported"):
+        parse("--results-dir", "s3://bucket/lrstudy")
+
+
 def test_config_errors_are_value_errors():
     with pytest.raises(ConfigError):
         StudyConfig(epochs=0).validate()
