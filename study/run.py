@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.format_table(summary))
     print()
-    print(summary["verdict"])
+    for setting in summary["settings"].values():  # the verdict, one line per optimiser
+        print(setting["verdict"])
     print(f"\nStudy wall time {time.perf_counter() - started:.1f} s (Ray Tune {tune_wall_s:.1f} s).")
     print(f"Report:      {written['report']}")
     print(f"Experiment:  {path}")
