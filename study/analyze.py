@@ -5,10 +5,13 @@
 
 Reads the trial directories (params.json, result.json, error.txt, lr_finder.json) and
 writes, atomically, into the experiment directory: summary.json, comparison.csv,
-report.md and the figures lr_finder.png, val_acc.png, val_loss.png, train_curves.png.
-Prints the comparison table, the verdict and the path of report.md. Works on partial
-experiments (failed, diverged, pruned trials). A missing directory, one that is not an
-experiment, or a bad flag: one line on stderr and exit code 2.
+report.md and the figures test_acc_vs_lr.png, lr_finder.png, val_acc.png, val_loss.png,
+train_curves.png. A study with several seeds, finder rules, a cyclic arm or several
+optimisers gets, per optimiser, each arm's mean with a 95 % interval over seeds and the
+finder-vs-best-manual difference paired by seed. Prints the comparison table, the verdict
+(one sentence per optimiser) and the path of report.md. Works on partial experiments
+(failed, diverged, pruned trials). A missing directory, one that is not an experiment, or
+a bad flag: one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(format_table(summary))
     print()
-    print(summary["verdict"])
+    for setting in summary["settings"].values():  # the verdict, one line per optimiser
+        print(setting["verdict"])
     print(f"report: {paths['report']}")
     return 0
 
