@@ -156,6 +156,9 @@ def _run_config(config: StudyConfig) -> tune.RunConfig:
         name=config.name,
         storage_path=str(Path(config.results_dir).expanduser().resolve()),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # Trials write TensorBoard events into their working dir; copy them into the trial folder
+        # (every 15 s at most while running, and when the trial ends), on any node.
+        sync_config=tune.SyncConfig(sync_artifacts=True, sync_period=15),
         failure_config=tune.FailureConfig(max_failures=config.max_failures),
         callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],  # progress.csv, result.json
         verbose=1,

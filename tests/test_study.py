@@ -81,3 +81,28 @@ def test_experiment_loads_with_rays_own_tools(smoke_study):
     analysis = ExperimentAnalysis(str(exp))
     assert len(analysis.trials) == 1 + len(StudyConfig().lrs)
     assert all(t.status == "TERMINATED" for t in analysis.trials)
+
+
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "test_loss", "test_acc")
+
+
+def metric_history(exp: Path) -> dict:
+    """{(arm, rule, lr-as-configured, seed): [per-epoch metrics]}, times left out."""
+    out = {}
+    for trial in trial_dirs(exp):
+        p = json.loads((trial / "params.json").read_text())
+        key = (p["arm"], p.get("finder_rule"), p["lr"], p["seed"])
+        out[key] = [{m: r.get(m) for m in METRICS} for r in rows(trial)]
+    return out
+
+
+def test_same_command_twice_gives_identical_metrics(smoke_study, tmp_path):
+    from tests.conftest import real_data_dir, run_module
+
+    exp, _ = smoke_study
+    proc = run_module("study.run", "--smoke", "--results-dir", str(tmp_path), "--name", "again",
+                      "--data-dir", str(real_data_dir()))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = metric_history(exp), metric_history(tmp_path / "again")
+    assert first.keys() == second.keys() and len(first) == 1 + len(StudyConfig().lrs)
+    assert first == second

@@ -117,8 +117,11 @@ def _quiet_lightning() -> None:
 def train_trial(config: dict, study: StudyConfig, data: Dataset) -> None:
     trial_start_ts = time.time()
     _quiet_lightning()
-    trial_dir = Path(tune.get_context().get_trial_dir())  # not the scratch working dir
-    trial_dir.mkdir(parents=True, exist_ok=True)
+    # Artifacts (TensorBoard events, the finder's curve) go to the trial's working directory, which
+    # Ray makes the current directory of the trial, on whichever node it runs; the driver's
+    # SyncConfig(sync_artifacts=True) copies it into the experiment's trial folder. Ray's
+    # get_trial_dir() is a driver-side staging path (and the working dir for reused actors).
+    trial_dir = Path.cwd()
     torch.set_num_threads(study.cpus_per_trial)
     pl.seed_everything(config["seed"], workers=True, verbose=False)
     use_gpu = torch.cuda.is_available()  # Ray hides GPUs from trials that were given none
