@@ -4,6 +4,7 @@
     python -m study.bench --only throughput    # plain PyTorch loop vs the real trial
     python -m study.bench --only study         # the default study: wall, finder share, scheduling, memory
     python -m study.bench --only study --study-args "--smoke"
+    python -m study.bench --only scaling       # 2 local nodes x 1 CPU against 1 node x 1 CPU
 
 throughput: two plain PyTorch loops at once, then two real trials at once (Lightning + Ray
     reporting + TensorBoard + checkpointing), each as a Ray Tune trial with 1 CPU on the same
@@ -12,6 +13,8 @@ throughput: two plain PyTorch loops at once, then two real trials at once (Light
 study: runs a study through `study.run` and reads its results: wall time, Ray start-up, the
     finder's share of the finder trial, busy time / (wall x slots), peak RSS per trial and of the
     whole process tree.
+scaling: the same study (--scaling-args) with --address on a local Ray cluster of one node with
+    1 CPU, then of two nodes with 1 CPU each (ray.cluster_utils.Cluster); speed-up of Tune's wall.
 """
 
 from __future__ import annotations
@@ -160,12 +163,43 @@ def bench_study(study_args: str) -> dict:
     }
 
 
+def _tune_wall(exp: Path) -> float:
+    rows = [[json.loads(l) for l in p.read_text().splitlines() if l.strip()] for p in exp.glob("*/result.json")]
+    return max(r[-1]["report_ts"] for r in rows if r) - min(r[0]["trial_start_ts"] for r in rows if r)
+
+
+def bench_scaling(study_args: str) -> dict:
+    from ray.cluster_utils import Cluster
+
+    walls, nodes_used = {}, {}
+    for n_nodes in (1, 2):
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        try:
+            for _ in range(n_nodes - 1):
+                cluster.add_node(num_cpus=1)
+            results = Path(tempfile.mkdtemp(prefix="lrstudy-bench-"))
+            cmd = [sys.executable, "-m", "study.run", "--address", cluster.address, "--results-dir", str(results),
+                   "--name", f"nodes{n_nodes}", *shlex.split(study_args)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode:
+                raise SystemExit(f"study on {n_nodes} node(s) failed:\n{proc.stderr[-3000:]}")
+            exp = results / f"nodes{n_nodes}"
+            walls[n_nodes] = _tune_wall(exp)
+            nodes_used[n_nodes] = len({json.loads(p.read_text().splitlines()[0])["node_id"] for p in exp.glob("*/result.json")})
+        finally:
+            cluster.shutdown()
+    return {"study_args": study_args, "wall_1": walls[1], "wall_2": walls[2], "speedup": walls[1] / walls[2],
+            "nodes_used_2": nodes_used[2]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="study.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=("throughput", "study"), help="run one benchmark (default: both)")
+    parser.add_argument("--only", choices=("throughput", "study", "scaling"), help="run one benchmark (default: all)")
     parser.add_argument("--epochs", type=int, default=4, help="throughput: epochs per trial (first is dropped)")
     parser.add_argument("--subset", type=int, default=None, help="throughput: training images (default: all 55,000)")
     parser.add_argument("--study-args", default="", help="study: extra flags for study.run (default study if empty)")
+    parser.add_argument("--scaling-args", default="--subset 20000 --epochs 3",
+                        help="scaling: flags for study.run on the 1- and 2-node clusters")
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, {sys.platform}")
     if args.only in (None, "throughput"):
@@ -183,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['peak_rss_trial_mb_sampled']:.0f} MB (sampled); whole study {r['peak_rss_tree_mb_sampled']:.0f} MB (sampled, "
               f"shared pages counted once per process) (goal <= 700 MB per trial)")
         print(f"            results in {r['experiment']}")
+    if args.only in (None, "scaling"):
+        r = bench_scaling(args.scaling_args)
+        print(f"scaling     {r['study_args']}: 1 node x 1 CPU {r['wall_1']:.1f} s, 2 nodes x 1 CPU {r['wall_2']:.1f} s "
+              f"(trials on {r['nodes_used_2']} nodes), speed-up {r['speedup']:.2f}x (goal >= 1.8x)")
     return 0
 
 
