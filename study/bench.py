@@ -6,10 +6,10 @@
     python -m study.bench --only study --study-args "--smoke"
     python -m study.bench --only scaling       # 2 local nodes x 1 CPU against 1 node x 1 CPU
 
-throughput: two plain PyTorch loops at once, then two real trials at once (Lightning + Ray
-    reporting + TensorBoard + checkpointing), each as a Ray Tune trial with 1 CPU on the same
-    in-memory tensors, model, batch size and thread count; compares seconds per epoch
-    (Ray's time_this_iter_s, so reporting and checkpointing are counted).
+throughput: a plain PyTorch loop and a real trial (Lightning + Ray reporting + TensorBoard +
+    checkpointing) at the same time, each a Ray Tune trial with 1 CPU, on the same in-memory
+    tensors, model, batch size and thread count; compares seconds per epoch (Ray's
+    time_this_iter_s, so reporting and checkpointing are counted; the first epoch is dropped).
 study: runs a study through `study.run` and reads its results: wall time, Ray start-up, the
     finder's share of the finder trial, busy time / (wall x slots), peak RSS per trial and of the
     whole process tree.
@@ -61,42 +61,47 @@ def plain_trial(config: dict, data) -> None:
         tune.report({"val_acc": correct / len(vy), "epoch": epoch})
 
 
-def _epoch_seconds(results) -> list[float]:
-    """Per-epoch seconds of every trial, first epoch dropped (worker warm-up, imports)."""
-    out = []
-    for r in results:
-        out += list(r.metrics_dataframe["time_this_iter_s"])[1:]
-    return out
+def _side_by_side(config: dict, study, data) -> None:
+    """One Tune trainable for both contenders, so they run at the same time on the same machine."""
+    from trainables.trainable import train_trial
+
+    if config["kind"] == "plain":
+        plain_trial(config, data)
+    else:
+        train_trial(config, study, data)
+
+
+def _epoch_seconds(result) -> list[float]:
+    """Per-epoch seconds of a trial, first epoch dropped (worker warm-up, the finder, imports)."""
+    return list(result.metrics_dataframe["time_this_iter_s"])[1:]
 
 
 def bench_throughput(epochs: int, subset: int | None) -> dict:
+    """A plain loop and a real trial side by side (1 CPU each, two at once as in the study)."""
     import ray
     from ray import tune
 
     from study.config import StudyConfig
     from trainables.data import load_dataset
-    from trainables.trainable import train_trial
 
     data = load_dataset(subset=subset)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    storage = tempfile.mkdtemp(prefix="lrstudy-bench-")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
+    common = {"arm": "manual", "lr": 0.01, "seed": 0, "optimizer": "sgd", "finder_rule": None,
+              "epochs": epochs, "batch_size": 64}
     try:
-        plain = tune.Tuner(
-            tune.with_resources(tune.with_parameters(plain_trial, data=data), {"cpu": 1}),
-            param_space={"lr": tune.grid_search([0.01, 0.02]), "epochs": epochs, "batch_size": 64},
-            run_config=tune.RunConfig(storage_path=storage, name="plain", verbose=0),
-        ).fit()
-        config = StudyConfig(epochs=epochs)
-        real = tune.Tuner(
-            tune.with_resources(tune.with_parameters(train_trial, study=config, data=data), {"cpu": 1}),
-            param_space={"arm": "manual", "lr": tune.grid_search([0.01, 0.02]), "seed": 0},
-            run_config=tune.RunConfig(storage_path=storage, name="trial", verbose=0,
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+        results = tune.Tuner(
+            tune.with_resources(tune.with_parameters(_side_by_side, study=StudyConfig(epochs=epochs), data=data), {"cpu": 1}),
+            param_space={**common, "kind": tune.grid_search(["plain", "trial"])},
+            run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="lrstudy-bench-"), name="throughput", verbose=0,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                      sync_config=tune.SyncConfig(sync_artifacts=True, sync_period=15)),
         ).fit()
     finally:
         ray.shutdown()
-    p, t = statistics.median(_epoch_seconds(plain)), statistics.median(_epoch_seconds(real))
-    return {"images_per_epoch": data.sizes(), "plain_s_per_epoch": p, "trial_s_per_epoch": t, "ratio_plain_over_trial": p / t}
+    seconds = {r.config["kind"]: statistics.median(_epoch_seconds(r)) for r in results}
+    return {"images_per_epoch": data.sizes(), "plain_s_per_epoch": seconds["plain"], "trial_s_per_epoch": seconds["trial"],
+            "ratio_plain_over_trial": seconds["plain"] / seconds["trial"]}
 
 
 class _RssSampler(threading.Thread):
