@@ -63,6 +63,9 @@ def test_each_trial_has_tensorboard_scalars(smoke_study):
         tags = set(acc.Tags()["scalars"])
         assert SCALARS <= tags, (trial.name, tags)
         assert [e.step for e in acc.Scalars("val_acc")] == list(range(SMOKE["epochs"]))
+        assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")  # TensorBoard's HParams view
+        is_finder = json.loads((trial / "params.json").read_text())["arm"] == "finder"
+        assert ("lr_finder/loss" in tags) == is_finder
 
 
 def test_experiment_records_what_produced_it(smoke_study):
