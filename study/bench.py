@@ -46,7 +46,7 @@ def plain_trial(config: dict, data) -> None:
     torch.manual_seed(0)
     x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
     vx, vy = torch.from_numpy(data.val_x), torch.from_numpy(data.val_y)
-    net = lenet5()
+    net = lenet5().to(memory_format=torch.channels_last)  # the same model as a trial's
     opt = torch.optim.SGD(net.parameters(), lr=config["lr"], momentum=0.9)
     for epoch in range(config["epochs"]):
         net.train()

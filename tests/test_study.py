@@ -109,3 +109,51 @@ def test_same_command_twice_gives_identical_metrics(smoke_study, tmp_path):
     first, second = metric_history(exp), metric_history(tmp_path / "again")
     assert first.keys() == second.keys() and len(first) == 1 + len(StudyConfig().lrs)
     assert first == second
+
+
+def test_summary_agrees_with_the_trials_own_files(smoke_study):
+    exp, proc = smoke_study
+    summary = json.loads((exp / "summary.json").read_text())
+    by_id = {t["trial_id"]: t for t in summary["trials"]}
+    assert len(by_id) == len(trial_dirs(exp))
+    for trial in trial_dirs(exp):
+        last = rows(trial)[-1]
+        s = by_id[last["trial_id"]]
+        assert s["status"] == "finished" and s["epochs"] == SMOKE["epochs"]
+        for key in ("val_acc", "val_loss", "test_acc", "test_loss", "lr"):
+            assert s[key] == pytest.approx(last[key]), (trial.name, key)
+    finder = summary["finder"]
+    assert finder["lr"] == pytest.approx(json.loads(next(exp.glob("finder*/lr_finder.json")).read_text())["suggestion"])
+    assert finder["total_time_s"] == pytest.approx(finder["finder_time_s"] + finder["train_time_s"])
+    manual = [t for t in summary["trials"] if t["arm"] == "manual"]
+    assert summary["best_manual"]["val_acc"] == max(t["val_acc"] for t in manual)
+    assert summary["verdict"] and summary["verdict"].splitlines()[0] in proc.stdout
+
+
+def test_figures_are_real_pngs_and_analyze_reproduces_the_summary(smoke_study):
+    from tests.conftest import run_module
+
+    exp, _ = smoke_study
+    for name in ("lr_finder.png", "val_acc.png", "val_loss.png", "train_curves.png", "test_acc_vs_lr.png"):
+        data = (exp / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+    before = json.loads((exp / "summary.json").read_text())
+    proc = run_module("study.analyze", str(exp), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((exp / "summary.json").read_text()) == before
+
+
+def test_asha_prunes_manual_trials_but_never_the_finder(tmp_path):
+    from tests.conftest import real_data_dir, run_module
+
+    proc = run_module("study.run", "--smoke", "--search", "asha", "--num-samples", "6", "--epochs", "3",
+                      "--results-dir", str(tmp_path), "--name", "asha", "--data-dir", str(real_data_dir()))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "asha" / "summary.json").read_text())
+    statuses = {t["arm"]: [] for t in summary["trials"]}
+    for t in summary["trials"]:
+        statuses[t["arm"]].append((t["status"], t["epochs"]))
+    assert statuses["finder"] == [("finished", 3)]
+    assert len(statuses["manual"]) == 6
+    assert any(s == "pruned" and e < 3 for s, e in statuses["manual"])
+    assert any(s == "finished" for s, _ in statuses["manual"])
