@@ -3,7 +3,7 @@
     python -m study.bench                      # all of the below on this machine
     python -m study.bench --only throughput    # plain PyTorch loop vs the real trial
     python -m study.bench --only study         # the default study: wall, finder share, scheduling, memory
-    python -m study.bench --only study --study-args "--smoke"
+    python -m study.bench --only study --study-args="--smoke"
     python -m study.bench --only scaling       # 2 local nodes x 1 CPU against 1 node x 1 CPU
 
 throughput: a plain PyTorch loop and a real trial (Lightning + Ray reporting + TensorBoard +
@@ -104,23 +104,29 @@ def bench_throughput(epochs: int, subset: int | None) -> dict:
             "ratio_plain_over_trial": seconds["plain"] / seconds["trial"]}
 
 
-class _RssSampler(threading.Thread):
-    """Peak resident memory of a process tree, and of its largest single trial process."""
+class _MemorySampler(threading.Thread):
+    """Peak memory of a process tree (sum of PSS: shared pages split between their users) and of
+    its largest trial process (RSS, and USS: the pages only that process holds). RSS counts in
+    every process the shared libraries (the CUDA build of torch alone maps ~500 MB) and the
+    object store pages it has read."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
-        self.root, self.peak_total, self.peak_trial, self.running = psutil.Process(pid), 0, 0, True
+        self.root, self.running = psutil.Process(pid), True
+        self.peak = {"tree_pss": 0, "trial_rss": 0, "trial_uss": 0}
 
     def run(self):
         while self.running:
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
-                rss = {p: p.memory_info().rss for p in procs}
+                info = {p: p.memory_full_info() for p in procs}
             except psutil.Error:
                 continue
-            self.peak_total = max(self.peak_total, sum(rss.values()))
-            trials = [v for p, v in rss.items() if "train_trial" in " ".join(_cmdline(p)) or "ImplicitFunc" in " ".join(_cmdline(p))]
-            self.peak_trial = max([self.peak_trial, *trials])
+            self.peak["tree_pss"] = max(self.peak["tree_pss"], sum(m.pss for m in info.values()))
+            for p, m in info.items():
+                if any("ImplicitFunc" in part or "train_trial" in part for part in _cmdline(p)):
+                    self.peak["trial_rss"] = max(self.peak["trial_rss"], m.rss)
+                    self.peak["trial_uss"] = max(self.peak["trial_uss"], m.uss)
             time.sleep(0.5)
 
 
@@ -136,7 +142,7 @@ def bench_study(study_args: str) -> dict:
     cmd = [sys.executable, "-m", "study.run", "--results-dir", str(results), "--name", "bench", *shlex.split(study_args)]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sampler = _RssSampler(proc.pid)
+    sampler = _MemorySampler(proc.pid)
     sampler.start()
     out, _ = proc.communicate()
     wall = time.perf_counter() - start
@@ -163,8 +169,8 @@ def bench_study(study_args: str) -> dict:
         "finder_share": (finder.get("finder_time_s") or 0) / (finder.get("total_time_s") or float("inf")),
         "finder_time_s": finder.get("finder_time_s"), "slots": slots,
         "busy_over_wall_x_slots": busy / (tune_wall * slots),
-        "peak_rss_trial_mb_reported": peak_trial_mb, "peak_rss_trial_mb_sampled": sampler.peak_trial / 2**20,
-        "peak_rss_tree_mb_sampled": sampler.peak_total / 2**20, "experiment": str(exp),
+        "peak_rss_trial_mb_reported": peak_trial_mb, **{f"peak_{k}_mb": v / 2**20 for k, v in sampler.peak.items()},
+        "experiment": str(exp),
     }
 
 
@@ -218,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['outside_tune_s']:.1f} s")
         print(f"finder      lr_find {r['finder_time_s'] or 0:.2f} s = {100 * r['finder_share']:.2f} % of the finder trial (goal <= 3 %)")
         print(f"scheduling  busy / (wall x {r['slots']:.0f} slots) = {r['busy_over_wall_x_slots']:.3f} (goal >= 0.90)")
-        print(f"memory      peak RSS per trial {r['peak_rss_trial_mb_reported']:.0f} MB (reported by trials), "
-              f"{r['peak_rss_trial_mb_sampled']:.0f} MB (sampled); whole study {r['peak_rss_tree_mb_sampled']:.0f} MB (sampled, "
-              f"shared pages counted once per process) (goal <= 700 MB per trial)")
+        print(f"memory      per trial process: peak USS {r['peak_trial_uss_mb']:.0f} MB (goal <= 700 MB), peak RSS "
+              f"{r['peak_trial_rss_mb']:.0f} MB sampled / {r['peak_rss_trial_mb_reported']:.0f} MB reported (shared libraries and "
+              f"object store pages included); whole study: peak PSS {r['peak_tree_pss_mb']:.0f} MB")
         print(f"            results in {r['experiment']}")
     if args.only in (None, "scaling"):
         r = bench_scaling(args.scaling_args)
