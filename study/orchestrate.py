@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 from datetime import datetime, timezone
@@ -54,17 +55,28 @@ def experiment_dir(config: StudyConfig) -> Path:
     return Path(config.results_dir).expanduser().resolve() / config.name
 
 
-def prepare_experiment_dir(config: StudyConfig) -> Path:
-    """The experiment folder, refusing to clobber an earlier study unless asked to."""
+def prepare_experiment_dir(config: StudyConfig, create: bool = True) -> Path:
+    """The experiment folder, refusing to clobber an earlier study unless asked to.
+
+    `create=False` only checks: run.py refuses a taken --name before anything starts, and removes
+    (--overwrite) or creates the folder only once Ray is reached and the resources fit, so a
+    study that cannot start leaves the old one in place.
+    """
     path = experiment_dir(config)
-    exists = path.exists() and any(path.iterdir())
+    exists = path.is_dir() and any(path.iterdir())
     if config.resume:
         if not exists or not tune.Tuner.can_restore(str(path)):
             raise ConfigError(f"--resume: no experiment to resume at {path}")
         return path
+    if exists and not config.overwrite:
+        raise ConfigError(f"experiment {path} already exists: pass --resume to continue it or --overwrite to replace it")
+    if not create:
+        nearest = next(p for p in (path, *path.parents) if p.exists())
+        if not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
+            why = "Not a directory" if not nearest.is_dir() else "Permission denied"
+            raise ConfigError(f"cannot create results folder {path}: {why} ({nearest})")
+        return path
     if exists:
-        if not config.overwrite:
-            raise ConfigError(f"experiment {path} already exists: pass --resume to continue it or --overwrite to replace it")
         shutil.rmtree(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -77,6 +89,9 @@ def connect(config: StudyConfig) -> None:
     """Start a local Ray instance, or attach to the cluster at --address."""
     if ray.is_initialized():
         return
+    unreachable = _unreachable(config.address) if config.address else None
+    if unreachable:  # Ray itself retries an unreachable HOST:PORT for about 14 minutes
+        raise ConfigError(f"cannot reach --address {config.address}: {unreachable}")
     try:
         ray.init(address=config.address, include_dashboard=False if config.address is None else None,
                  log_to_driver=True, configure_logging=True, logging_level="WARNING",
@@ -85,6 +100,18 @@ def connect(config: StudyConfig) -> None:
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"--address {config.address}" if config.address else "a local Ray instance"
         raise ConfigError(f"cannot start or reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _unreachable(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why a HOST:PORT address takes no TCP connection, or None (also for 'auto' and ray:// URIs)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()  # [::1]:6379 too
+    except OSError as e:
+        return e.strerror or str(e) or type(e).__name__
+    return None
 
 
 def trial_resources(config: StudyConfig) -> dict[str, float]:
@@ -165,10 +192,26 @@ def _run_config(config: StudyConfig) -> tune.RunConfig:
     )
 
 
+def _unfinished_trials(path: Path) -> int:
+    """Trials that the saved experiment state has neither finished nor failed.
+
+    Ray Tune ends on Ctrl-C (SIGINT) by saving that state and returning as if done, with every
+    trial in memory marked TERMINATED: only the saved state tells an interrupted study.
+    """
+    analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = analysis_log.level
+    analysis_log.setLevel(logging.ERROR)  # its warning about trials without results was shown once
+    try:
+        trials = tune.ExperimentAnalysis(str(path)).trials
+    finally:
+        analysis_log.setLevel(level)
+    return sum(t.status not in ("TERMINATED", "ERROR") for t in trials)
+
+
 def run_study(config: StudyConfig, data: Dataset, argv: list[str]) -> tuple[Path, float]:
     """Run (or resume) the whole study; return the experiment folder and the Tuner's wall seconds."""
-    path = experiment_dir(config)
     resources = trial_resources(config)
+    path = prepare_experiment_dir(config)  # only now: remove (--overwrite) or create the folder
     if config.resume:
         trainable = tune.with_resources(tune.with_parameters(train_trial, study=config, data=data), resources)
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -177,5 +220,7 @@ def run_study(config: StudyConfig, data: Dataset, argv: list[str]) -> tuple[Path
         tuner = build_tuner(config, data, resources)
     start = time.perf_counter()
     tuner.fit()
+    if _unfinished_trials(path):
+        raise KeyboardInterrupt  # Ctrl-C: run.py says how to resume
     return path, time.perf_counter() - start
 

@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         if config.resume:
             config = _stored_config(config)
+        prepare_experiment_dir(config, create=False)  # a taken --name: refuse before anything starts
         data = load_dataset(config.data_dir, val_size=config.val_size, split_seed=config.split_seed,
                             normalize=config.normalize, subset=config.subset)
-        path = prepare_experiment_dir(config)
         connect(config)
         path, tune_wall_s = run_study(config, data, [PROG, *argv])
     except (ConfigError, DataError) as e:

@@ -170,8 +170,9 @@ def load_dataset(
 class ShuffledBatches(Sampler):
     """Yields index tensors, one per batch, reshuffled per epoch from (seed, epoch).
 
-    Lightning calls `set_epoch` at every epoch start, so a trial resumed from a checkpoint sees
-    exactly the batches an uninterrupted trial would have seen.
+    Lightning calls `set_epoch` at every epoch start, and a trial restored from a checkpoint sets
+    its first epoch itself (Lightning makes that epoch's iterator before calling `set_epoch`), so
+    a resumed trial sees exactly the batches an uninterrupted trial would have seen.
     """
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, device: torch.device):
