@@ -215,14 +215,10 @@ def plot_train_curves(trials: list[TrialRecord], rows: dict) -> Figure | None:
 
 def plot_lr_finder(curve: dict | None, chosen_lr: float | None) -> Figure | None:
     """Loss vs LR (log x), the chosen LR marked; None without a usable curve."""
-    if not curve:
+    usable = _usable(curve)
+    if usable is None:
         return None
-    lr, loss = _floats(curve.get("lr") or []), _floats(curve.get("loss") or [])
-    if len(lr) == 0 or len(lr) != len(loss):
-        return None
-    ok = np.isfinite(lr) & (lr > 0)
-    if not (ok & np.isfinite(loss)).any():
-        return None
+    lr, loss, ok = usable
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     ax.plot(lr[ok], loss[ok], color="tab:blue", lw=1.5, label="training loss")
