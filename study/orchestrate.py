@@ -85,10 +85,18 @@ def prepare_experiment_dir(config: StudyConfig, create: bool = True) -> Path:
     return path
 
 
+def _drop_token_auth_notice(record: logging.LogRecord) -> bool:
+    """Ray announces, on every local start, that token auth is on by default: the secure default
+    needs no line of its own on stderr (where errors must stay one line). Warnings that auth is
+    *disabled* still show."""
+    return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
 def connect(config: StudyConfig) -> None:
     """Start a local Ray instance, or attach to the cluster at --address."""
     if ray.is_initialized():
         return
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_drop_token_auth_notice)
     unreachable = _unreachable(config.address) if config.address else None
     if unreachable:  # Ray itself retries an unreachable HOST:PORT for about 14 minutes
         raise ConfigError(f"cannot reach --address {config.address}: {unreachable}")

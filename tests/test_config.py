@@ -146,3 +146,19 @@ def test_cloud_results_dir_is_refused_plainly():
 def test_config_errors_are_value_errors():
     with pytest.raises(ConfigError):
         StudyConfig(epochs=0).validate()
+
+
+@pytest.mark.slow
+def test_too_many_cpus_is_one_line_even_after_ray_started(tmp_path):
+    """Found only once Ray runs: Ray's own token-auth notice must not make it two lines."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    proc = subprocess.run([sys.executable, "-m", "study.run", "--cpus-per-trial", "64", "--results-dir", str(tmp_path)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "more than any node has" in proc.stderr
