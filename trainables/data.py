@@ -170,9 +170,9 @@ def load_dataset(
 class ShuffledBatches(Sampler):
     """Yields index tensors, one per batch, reshuffled per epoch from (seed, epoch).
 
-    Lightning calls `set_epoch` at every epoch start, and a trial restored from a checkpoint sets
-    its first epoch itself (Lightning makes that epoch's iterator before calling `set_epoch`), so
-    a resumed trial sees exactly the batches an uninterrupted trial would have seen.
+    Lightning calls `set_epoch` at every epoch start, sometimes after it has made the epoch's
+    iterator (a trial restored from a checkpoint): the order is drawn at the first batch, so a
+    resumed trial sees exactly the batches an uninterrupted trial would have seen.
     """
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, device: torch.device):
@@ -191,7 +191,7 @@ class ShuffledBatches(Sampler):
             order = torch.randperm(self.n, generator=generator).to(self.device)
         else:
             order = torch.arange(self.n, device=self.device)
-        return iter(order.split(self.batch_size))
+        yield from order.split(self.batch_size)
 
 
 class TensorBatches(torch.utils.data.Dataset):

@@ -156,9 +156,6 @@ def train_trial(config: dict, study: StudyConfig, data: Dataset) -> None:
         if ckpt_path:  # a restarted trial: same LR, no second range test
             saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             model = LitLeNet(**saved["hyper_parameters"])
-            # Lightning makes the first resumed epoch's batch iterator before it calls set_epoch:
-            # tell the sampler that epoch now, so the batches are those of an uninterrupted run.
-            train_loader.sampler.set_epoch(saved["epoch"] + 1)
         else:
             model = _new_model(config, study, trainer, train_loader, trial_dir, logger, report, check_every)
         try:
