@@ -43,6 +43,8 @@ def test_training_learns_the_tiny_task_and_metrics_are_per_epoch(tmp_path, optim
     m = {**model.stage_metrics("train"), **model.stage_metrics("val")}
     assert set(m) == {"train_loss", "train_acc", "val_loss", "val_acc"}
     assert 0 <= m["val_acc"] <= 1 and m["train_loss"] > 0
+    fresh = model.evaluate(t["val_x"], t["val_y"])  # the last epoch's validation, not a running mean
+    assert m["val_acc"] == pytest.approx(fresh["acc"]) and m["val_loss"] == pytest.approx(fresh["loss"], rel=1e-4)
 
 
 def test_same_seed_same_metrics(tmp_path):
