@@ -2,8 +2,9 @@
 
 Pure functions: nothing here prints or writes. `summarize(exp_dir)` returns the dict that
 `study.report.write_report` saves as summary.json. Only the files of the on-disk contract
-are read: `study.json`, and per trial `params.json`, `result.json`, `error.txt`,
-`lr_finder.json`. Ray's own state files only tell us that a directory is an experiment.
+are read: `study.json`, and per trial `params.json`, `history.json` (the trial's own rows,
+one per epoch), `result.json` (Ray's log of the same rows), `error.txt`, `lr_finder.json`.
+Ray's own state files only tell us that a directory is an experiment.
 
 A study may hold several optimisers ("settings"), seeds, finder rules and a cyclical arm.
 Every trial gets an arm key: `finder` (the primary, i.e. first, finder rule), `finder:<rule>`
@@ -161,6 +162,18 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def read_trial_rows(trial_dir: Path) -> list[dict]:
+    """The trial's epochs: its own history.json (exactly one row per epoch the weights went
+    through), then any later result.json rows not yet copied into the experiment folder (Ray
+    syncs trial artifacts every 15 s and at the end; an interrupted study may lag)."""
+    rows = read_rows(trial_dir / "result.json")
+    history, _ = _read_json(trial_dir / "history.json") if (trial_dir / "history.json").is_file() else (None, None)
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history) or not history:
+        return rows
+    last = max(int(h.get("training_iteration", 0)) for h in history)
+    return history + [r for r in rows if int(r.get("training_iteration", 0)) > last]
+
+
 def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
     """Scalar keys only; one row per training_iteration (a repeat after a restore: last wins)."""
     flat = [{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in rows]
@@ -221,7 +234,7 @@ def load_trials(exp_dir: Path, epochs: int | None = None) -> list[TrialRecord]:
         params, perr = _read_json(d / "params.json")
         if not isinstance(params, dict):
             params, perr = {}, perr or "params.json is not a JSON object"
-        rows = read_rows(d / "result.json")
+        rows = read_trial_rows(d)
         finder, _ = _read_json(d / "lr_finder.json") if (d / "lr_finder.json").is_file() else (None, None)
         raw.append((d, params, perr, rows, rows_to_frame(rows), finder if isinstance(finder, dict) else None))
     if epochs is None:

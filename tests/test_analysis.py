@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 
 from study import analysis, report
-from study.analysis import NotAnExperiment, load_trials, summarize
+from study.analysis import NotAnExperiment, load_trials, read_rows, read_trial_rows, summarize
 from study.analyze import main as analyze_main
 from study.report import format_table, write_report
 
@@ -748,3 +748,24 @@ def test_cli_prints_one_verdict_line_per_optimizer(multi, capsys):
     i = out.index(s["settings"]["sgd"]["verdict"])
     assert out[i + 1] == s["settings"]["adam"]["verdict"] and out[i + 2] == f"report: {multi / 'report.md'}"
     assert (multi / "test_acc_vs_lr.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_history_json_is_the_trials_own_record(exp):
+    """history.json (written by the trial, carried in its checkpoints) wins over result.json for
+    the epochs it holds; later result.json rows that were not yet copied into it are kept."""
+    d = next(exp.glob("*lr=0.0100"))
+    rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines()]
+    # result.json repeats epoch 1 with other metrics (a rerun); history.json knows epochs 0-1 only.
+    (d / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows[:2] + [{**rows[1], "val_acc": 0.1}] + rows[2:]))
+    history = [{**r, "val_acc": 0.5 + r["epoch"]} for r in rows[:2]]
+    (d / "history.json").write_text(json.dumps(history))
+    got = read_trial_rows(d)
+    assert [r["epoch"] for r in got] == [0, 1, 2]
+    assert [r["val_acc"] for r in got] == [0.5, 1.5, rows[2]["val_acc"]]
+    assert by_lr(summarize(exp))[0.01]["epochs"] == 3
+
+
+def test_unreadable_history_json_falls_back_to_result_json(exp):
+    d = next(exp.glob("*lr=0.0100"))
+    (d / "history.json").write_text('[{"epoch": 0')  # torn
+    assert read_trial_rows(d) == read_rows(d / "result.json")

@@ -35,6 +35,10 @@ def test_every_trial_finished_all_epochs(smoke_study):
                 "train_time_s", "node_id", "node_ip"} <= set(last)
         assert 0 <= last["val_acc"] <= 1 and last["arm"] in ("finder", "manual")
         assert not (trial / "error.txt").exists()
+        # The trial's own history.json: the same rows, with Ray's iteration and trial id.
+        own = json.loads((trial / "history.json").read_text())
+        assert [(r["epoch"], r["training_iteration"]) for r in own] == [(r["epoch"], r["training_iteration"]) for r in history]
+        assert [(r["val_acc"], r["trial_id"], r["pid"]) for r in own] == [(r["val_acc"], r["trial_id"], r["pid"]) for r in history]
 
 
 def test_manual_trials_train_with_their_own_lr(smoke_study):
