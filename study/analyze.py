@@ -2,6 +2,7 @@
 
     python -m study.analyze results/<name>                   # target accuracy from study.json (else 0.88)
     python -m study.analyze results/<name> --target-acc 0.9  # time to reach 90% validation accuracy
+    python -m study.analyze s3://bucket/prefix/<name>        # a --results-dir URI: analysed in a local mirror
 
 Reads the trial directories (params.json, result.json, error.txt, lr_finder.json) and
 writes, atomically, into the experiment directory: summary.json, comparison.csv,
@@ -12,6 +13,10 @@ finder-vs-best-manual difference paired by seed. Prints the comparison table, th
 (one sentence per optimiser) and the path of report.md. Works on partial experiments
 (failed, diverged, pruned trials). A missing directory, one that is not an experiment, or
 a bad flag: one line on stderr and exit code 2.
+
+An experiment at a URI (anything Ray's storage_path accepts) is downloaded, checkpoints left out,
+into ~/.cache/lrstudy/results/<scheme>/<bucket>/<path> (see study/storage.py), analysed there,
+and the written files are uploaded back next to the trials.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
+
+from study import storage
+from study.config import ConfigError
 
 PROG = "study.analyze"
 
@@ -46,7 +53,7 @@ def _target_acc(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Summarize an lrstudy experiment: finder LR vs best manual LR.")
-    p.add_argument("exp_dir", type=Path, help="experiment directory, <results-dir>/<name>")
+    p.add_argument("exp_dir", help="experiment directory or URI, <results-dir>/<name>")
     p.add_argument("--target-acc", type=_target_acc, default=None,
                    help="validation accuracy for time-to-target, a fraction in (0, 1] "
                         "(default: the study's target_acc from study.json, else 0.88)")
@@ -58,13 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     from study.analysis import NotAnExperiment, summarize
 
     try:
-        summary = summarize(args.exp_dir, target_acc=args.target_acc)
-    except NotAnExperiment as e:
+        local = storage.local_copy(args.exp_dir)  # a URI: its local mirror
+        summary = summarize(local, target_acc=args.target_acc)
+    except (NotAnExperiment, ConfigError) as e:
         _fail(str(e))
-    from study.report import format_table, write_report  # matplotlib: only when there is a report to write
+    from study.report import OUTPUTS, format_table, write_report  # matplotlib: only when there is a report to write
 
     try:
-        paths = write_report(args.exp_dir, summary)
+        paths = write_report(local, summary)
+        storage.publish(local, args.exp_dir, OUTPUTS)
     except OSError as e:
         sys.stderr.write(f"{PROG}: error: cannot write the report: {e}\n")
         return 1
@@ -73,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     for setting in summary["settings"].values():  # the verdict, one line per optimiser
         print(setting["verdict"])
     print(f"report: {paths['report']}")
+    if storage.is_uri(args.exp_dir):
+        print(f"uploaded to: {args.exp_dir}")
     return 0
 
 

@@ -79,7 +79,7 @@ class StudyConfig:
     address: str | None = _opt(None, "attach to a running Ray cluster (e.g. 'auto' or HOST:PORT) instead of starting one")
     max_failures: int = _opt(2, "retries of a trial whose worker died, from its last checkpoint", int)
     # -- outputs ------------------------------------------------------------------------------
-    results_dir: str = _opt("./results", "where experiments go (a shared path or cloud URI on clusters)")
+    results_dir: str = _opt("./results", "where experiments go: a folder (a shared mount on clusters) or a URI for Ray's storage_path, e.g. s3://bucket/prefix")
     name: str = _opt("lr-study", "experiment name: the folder under --results-dir")
     target_acc: float = _opt(0.88, "validation accuracy for the time-to-target comparison", float)
     resume: bool = _opt(False, "continue the experiment --name: finished trials are kept, unfinished ones resume from their checkpoints")
@@ -117,8 +117,6 @@ class StudyConfig:
             raise ConfigError(f"--target-acc must be in (0, 1], got {self.target_acc}")
         if self.momentum < 0 or self.max_failures < 0:
             raise ConfigError("--momentum and --max-failures must be >= 0")
-        if "://" in self.results_dir:
-            raise ConfigError("--results-dir must be a file system path (local or a shared mount such as NFS); cloud URIs are not supported yet")
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ConfigError(f"--name must be a plain folder name, got {self.name!r}")
         return self

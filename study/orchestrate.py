@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import socket
 import sys
 import time
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 import ray
 from ray import tune
@@ -23,6 +21,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from study import storage
 from study.config import ConfigError, StudyConfig
 from study.space import trial_dirname, trial_points
 from trainables.data import Dataset
@@ -51,11 +50,12 @@ class ManualOnlyASHA(ASHAScheduler):
             super().on_trial_complete(tune_controller, trial, result)
 
 
-def experiment_dir(config: StudyConfig) -> Path:
-    return Path(config.results_dir).expanduser().resolve() / config.name
+def experiment_dir(config: StudyConfig) -> str:
+    """The experiment's location: an absolute local path, or a URI (see study/storage.py)."""
+    return storage.join(storage.storage_path(config.results_dir), config.name)
 
 
-def prepare_experiment_dir(config: StudyConfig, create: bool = True) -> Path:
+def prepare_experiment_dir(config: StudyConfig, create: bool = True) -> str:
     """The experiment folder, refusing to clobber an earlier study unless asked to.
 
     `create=False` only checks: run.py refuses a taken --name before anything starts, and removes
@@ -63,25 +63,22 @@ def prepare_experiment_dir(config: StudyConfig, create: bool = True) -> Path:
     study that cannot start leaves the old one in place.
     """
     path = experiment_dir(config)
-    exists = path.is_dir() and any(path.iterdir())
+    exists = storage.is_nonempty_dir(path)
     if config.resume:
-        if not exists or not tune.Tuner.can_restore(str(path)):
+        if not exists or not tune.Tuner.can_restore(path):
             raise ConfigError(f"--resume: no experiment to resume at {path}")
         return path
     if exists and not config.overwrite:
         raise ConfigError(f"experiment {path} already exists: pass --resume to continue it or --overwrite to replace it")
     if not create:
-        nearest = next(p for p in (path, *path.parents) if p.exists())
-        if not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
-            why = "Not a directory" if not nearest.is_dir() else "Permission denied"
-            raise ConfigError(f"cannot create results folder {path}: {why} ({nearest})")
+        storage.check_writable(path)
         return path
-    if exists:
-        shutil.rmtree(path)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        if exists:
+            storage.remove(path)
+        storage.make_dir(path)
     except OSError as e:
-        raise ConfigError(f"cannot create results folder {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot create results folder {path}: {str(e).splitlines()[0]}") from None
     return path
 
 
@@ -147,16 +144,14 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def write_study_record(path: Path, config: StudyConfig, data: Dataset, resources: dict, argv: list[str]) -> None:
+def write_study_record(path: str, config: StudyConfig, data: Dataset, resources: dict, argv: list[str]) -> None:
     """What produced the results, next to them: config, command line, versions, data, resources."""
     record = {"config": config.to_dict(), "argv": argv, "versions": _versions(),
               "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "data": {"source": data.source, **data.sizes()}, "resources_per_trial": resources,
               "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
               "trials": trial_points(config)}
-    tmp = path / (STUDY_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(path / STUDY_FILE)
+    storage.write_text(path, STUDY_FILE, json.dumps(record, indent=2))
 
 
 def _quiet_variant_warning() -> None:
@@ -189,7 +184,7 @@ def build_tuner(config: StudyConfig, data: Dataset, resources: dict) -> tune.Tun
 def _run_config(config: StudyConfig) -> tune.RunConfig:
     return tune.RunConfig(
         name=config.name,
-        storage_path=str(Path(config.results_dir).expanduser().resolve()),
+        storage_path=storage.storage_path(config.results_dir),  # a URI goes to Ray unchanged
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         # Trials write TensorBoard events into their working dir; copy them into the trial folder
         # (every 15 s at most while running, and when the trial ends), on any node.
@@ -200,7 +195,7 @@ def _run_config(config: StudyConfig) -> tune.RunConfig:
     )
 
 
-def _unfinished_trials(path: Path) -> int:
+def _unfinished_trials(path: str) -> int:
     """Trials that the saved experiment state has neither finished nor failed.
 
     Ray Tune ends on Ctrl-C (SIGINT) by saving that state and returning as if done, with every
@@ -210,19 +205,19 @@ def _unfinished_trials(path: Path) -> int:
     level = analysis_log.level
     analysis_log.setLevel(logging.ERROR)  # its warning about trials without results was shown once
     try:
-        trials = tune.ExperimentAnalysis(str(path)).trials
+        trials = tune.ExperimentAnalysis(path).trials
     finally:
         analysis_log.setLevel(level)
     return sum(t.status not in ("TERMINATED", "ERROR") for t in trials)
 
 
-def run_study(config: StudyConfig, data: Dataset, argv: list[str]) -> tuple[Path, float]:
-    """Run (or resume) the whole study; return the experiment folder and the Tuner's wall seconds."""
+def run_study(config: StudyConfig, data: Dataset, argv: list[str]) -> tuple[str, float]:
+    """Run (or resume) the whole study; return the experiment's location and the Tuner's wall seconds."""
     resources = trial_resources(config)
     path = prepare_experiment_dir(config)  # only now: remove (--overwrite) or create the folder
     if config.resume:
         trainable = tune.with_resources(tune.with_parameters(train_trial, study=config, data=data), resources)
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         write_study_record(path, config, data, resources, argv)
         tuner = build_tuner(config, data, resources)

@@ -33,6 +33,7 @@ FIGURES = {
     "train_curves": "train_curves.png",
     "test_acc_vs_lr": "test_acc_vs_lr.png",
 }
+OUTPUTS = ("summary.json", "comparison.csv", "report.md", *FIGURES.values())  # every file write_report may write
 _STYLE = {"finished": "-", "pruned": "--", "diverged": ":", "error": "-."}
 _FINDER_COLOUR = "tab:red"
 _CYCLIC_COLOUR = "tab:green"

@@ -10,16 +10,19 @@
 Results: <results-dir>/<name>/ is the Ray Tune experiment (one folder per trial with
 progress.csv, result.json, TensorBoard events), plus summary.json, comparison.csv, report.md
 and figures. `tensorboard --logdir <results-dir>/<name>` shows every trial's curves.
+--results-dir may be a URI (s3://bucket/prefix): the report is then written in a local mirror
+of the experiment, ~/.cache/lrstudy/results/s3/bucket/prefix/<name>, and uploaded next to it.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from dataclasses import fields
 
-from study import analysis, report
+from study import analysis, report, storage
 from study.config import ConfigError, StudyConfig, build_parser, config_from_args
 from study.orchestrate import STUDY_FILE, connect, experiment_dir, prepare_experiment_dir, run_study
 from trainables.data import DataError, load_dataset
@@ -36,11 +39,13 @@ def _fail(message: str) -> int:
 
 def _stored_config(config: StudyConfig) -> StudyConfig:
     """On --resume, the study continues with the settings it started with."""
-    path = experiment_dir(config) / STUDY_FILE
+    location = experiment_dir(config)
     try:
-        stored = json.loads(path.read_text())["config"]
+        stored = json.loads(storage.read_text(location, STUDY_FILE))["config"]
+    except ConfigError:
+        raise
     except (OSError, ValueError, KeyError):
-        raise ConfigError(f"--resume: {path} is missing or unreadable") from None
+        raise ConfigError(f"--resume: {storage.join(location, STUDY_FILE)} is missing or unreadable") from None
     known = {f.name for f in fields(StudyConfig)}
     merged = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known}
     merged.update({k: getattr(config, k) for k in RESUME_FLAGS})
@@ -64,11 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(e))
     except KeyboardInterrupt:
         print(f"\nInterrupted. Continue with: python -m {PROG} --resume --name {config.name} "
-              f"--results-dir {config.results_dir}", file=sys.stderr)
+              f"--results-dir {shlex.quote(config.results_dir)}", file=sys.stderr)
         return 130
 
-    summary = analysis.summarize(path, target_acc=config.target_acc)
-    written = report.write_report(path, summary)
+    local = storage.local_copy(path)  # a URI's experiment is analysed in a local mirror
+    summary = analysis.summarize(local, target_acc=config.target_acc)
+    written = report.write_report(local, summary)
+    storage.publish(local, path, report.OUTPUTS)
     print()
     print(report.format_table(summary))
     print()
@@ -77,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nStudy wall time {time.perf_counter() - started:.1f} s (Ray Tune {tune_wall_s:.1f} s).")
     print(f"Report:      {written['report']}")
     print(f"Experiment:  {path}")
-    print(f"TensorBoard: tensorboard --logdir {path}")
+    if storage.is_uri(path):
+        print(f"Local copy:  {local} (no checkpoints; the report is uploaded to the experiment too)")
+    print(f"TensorBoard: tensorboard --logdir {shlex.quote(str(local))}")
     return 0
 
 

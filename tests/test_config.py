@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields, replace
+from pathlib import Path
 
 import pytest
 
@@ -122,12 +123,13 @@ def test_results_path_that_cannot_be_created(tmp_path):
 
 def test_existing_experiment_is_refused_unless_resume_or_overwrite(tmp_path):
     config = StudyConfig(results_dir=str(tmp_path), name="x")
-    path = prepare_experiment_dir(config)
+    path = Path(prepare_experiment_dir(config))
+    assert path == tmp_path / "x" and path.is_dir()
     (path / "keep.txt").write_text("finished work")
     with pytest.raises(ConfigError, match="already exists: pass --resume"):
         prepare_experiment_dir(config)
     assert (path / "keep.txt").exists()
-    assert not (prepare_experiment_dir(replace(config, overwrite=True)) / "keep.txt").exists()
+    assert not (Path(prepare_experiment_dir(replace(config, overwrite=True))) / "keep.txt").exists()
     with pytest.raises(ConfigError, match="no experiment to resume"):
         prepare_experiment_dir(replace(config, resume=True))
 
@@ -138,9 +140,11 @@ def test_cli_error_has_no_traceback_as_a_process():
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr, proc.stderr
 
 
-def test_cloud_results_dir_is_refused_plainly():
-    with pytest.raises(ConfigError, match="cloud URIs are not supported"):
-        parse("--results-dir", "s3://bucket/lrstudy")
+def test_results_dir_may_be_a_uri_but_an_unknown_scheme_is_one_line_and_exit_2(capsys):
+    assert parse("--results-dir", "s3://bucket/lrstudy").results_dir == "s3://bucket/lrstudy"  # unchanged
+    assert exit_code(["--results-dir", "foo://x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "foo://x" in err and "Traceback" not in err, err
 
 
 def test_config_errors_are_value_errors():
