@@ -14,8 +14,10 @@ import sys
 import time
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import ray
+import yaml
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -30,6 +32,7 @@ from trainables.trainable import train_trial
 METRIC, MODE = "val_acc", "max"
 DEFAULT_GPU_FRACTION = 0.25  # four trials share one GPU: LeNet uses a sliver of one
 STUDY_FILE = "study.json"
+BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")  # written by `ray up` on the head node
 # TensorBoard events come from Lightning inside each trial; Ray's own TBX logger would write a
 # second copy of every scalar. Checkpointing every epoch is intended: don't warn about it.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -119,19 +122,45 @@ def _unreachable(address: str, timeout_s: float = 5.0) -> str | None:
     return None
 
 
-def trial_resources(config: StudyConfig) -> dict[str, float]:
-    """CPUs and GPUs per trial, checked against the largest node Ray sees."""
+def trial_resources(config: StudyConfig, bootstrap_config: Path = BOOTSTRAP_CONFIG) -> dict[str, float]:
+    """CPUs and GPUs per trial, checked against the nodes Ray sees and, on a cluster started by
+    `ray up`, the node types its autoscaler may still start (GPU workers at min_workers 0)."""
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     max_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
     max_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
     gpus = config.gpus_per_trial
-    if gpus is None:
+    if gpus is None:  # a GPU study is explicit where no GPU node is up yet
         gpus = DEFAULT_GPU_FRACTION if max_gpus else 0.0
+    need = {"CPU": config.cpus_per_trial, "GPU": gpus}
+    launchable = _launchable_node_types(bootstrap_config)
+    if any(_fits(n, need) for n in nodes + list(launchable.values())):
+        return {"cpu": config.cpus_per_trial, "gpu": gpus}
+    also = f"; nor can the autoscaler start one ({_describe(launchable)})" if launchable else ""
     if config.cpus_per_trial > max_cpus:
-        raise ConfigError(f"--cpus-per-trial {config.cpus_per_trial} is more than any node has (largest: {max_cpus:g} CPUs)")
+        raise ConfigError(f"--cpus-per-trial {config.cpus_per_trial} is more than any node has (largest: {max_cpus:g} CPUs){also}")
     if gpus > max_gpus:
-        raise ConfigError(f"--gpus-per-trial {gpus:g} is more than any node has (largest: {max_gpus:g} GPUs)")
-    return {"cpu": config.cpus_per_trial, "gpu": gpus}
+        raise ConfigError(f"--gpus-per-trial {gpus:g} is more than any node has (largest: {max_gpus:g} GPUs){also}")
+    raise ConfigError(f"no node has both {config.cpus_per_trial} CPUs and {gpus:g} GPUs for a trial{also}")
+
+
+def _fits(resources: dict, need: dict) -> bool:
+    return all(resources.get(k, 0) >= v for k, v in need.items())
+
+
+def _launchable_node_types(bootstrap_config: Path) -> dict[str, dict]:
+    """Resources of each worker node type the autoscaler may start, from the cluster launcher's
+    config on the head node (Ray Tune reads the same file to tell an autoscaling cluster)."""
+    try:
+        cluster = yaml.safe_load(bootstrap_config.expanduser().read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    types = cluster.get("available_node_types") if isinstance(cluster, dict) else None
+    return {name: t.get("resources") or {} for name, t in (types or {}).items()
+            if isinstance(t, dict) and (t.get("max_workers") or 0) > 0}
+
+
+def _describe(node_types: dict[str, dict]) -> str:
+    return ", ".join(f"{name}: {r.get('CPU', 0):g} CPUs, {r.get('GPU', 0):g} GPUs" for name, r in node_types.items())
 
 
 def _versions() -> dict[str, str]:

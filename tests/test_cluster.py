@@ -28,6 +28,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from conftest import REPO, real_data_dir
+from study.config import ConfigError
 
 pytestmark = pytest.mark.cluster
 
@@ -101,6 +102,46 @@ def test_cluster_yaml_is_secure_by_default():
     assert "security_group" not in config["provider"]
     gpu = config["available_node_types"]["gpu_worker"]
     assert gpu["min_workers"] == 0 and gpu["node_config"]["InstanceType"].startswith(("g4dn.", "g5."))
+
+
+@pytest.fixture
+def local_ray(tmp_path, monkeypatch):
+    """Ray in this process, 1 CPU and no GPU; its token file goes to a scratch HOME."""
+    import ray
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def bootstrap_config(tmp_path: Path, **gpu_worker) -> Path:
+    """cluster.yaml as `ray up` leaves it on the head (~/ray_bootstrap_config.yaml), with the
+    resources Ray's launcher fills in for a g4dn.xlarge."""
+    config = load_cluster_yaml()
+    config["available_node_types"]["gpu_worker"].update({"resources": {"CPU": 4, "GPU": 1}, **gpu_worker})
+    path = tmp_path / "ray_bootstrap_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_gpu_trials_wait_for_the_autoscaler_where_it_can_start_gpu_nodes(local_ray, tmp_path):
+    """No GPU node is up (cluster.yaml's gpu_worker has min_workers 0): a GPU study is accepted
+    when the autoscaler may start a GPU node, refused in one line otherwise."""
+    from study.config import StudyConfig
+    from study.orchestrate import trial_resources
+
+    gpu = StudyConfig(gpus_per_trial=0.25)
+    assert trial_resources(gpu, bootstrap_config(tmp_path)) == {"cpu": 1, "gpu": 0.25}
+    assert trial_resources(StudyConfig(), bootstrap_config(tmp_path)) == {"cpu": 1, "gpu": 0.0}  # GPUs: explicit
+    assert trial_resources(StudyConfig(cpus_per_trial=4), bootstrap_config(tmp_path)) == {"cpu": 4, "gpu": 0.0}
+    with pytest.raises(ConfigError, match=r"^--gpus-per-trial 2 is more than any node has \(largest: 0 GPUs\); "
+                                          r"nor can the autoscaler start one \(gpu_worker: 4 CPUs, 1 GPUs\)$"):
+        trial_resources(StudyConfig(gpus_per_trial=2), bootstrap_config(tmp_path))
+    with pytest.raises(ConfigError, match=r"^--gpus-per-trial 0.25 is more than any node has \(largest: 0 GPUs\)$"):
+        trial_resources(gpu, bootstrap_config(tmp_path, max_workers=0))  # the autoscaler may not start one
+    with pytest.raises(ConfigError, match=r"^--gpus-per-trial 0.25 is more than any node has"):
+        trial_resources(gpu, tmp_path / "missing.yaml")  # not a `ray up` cluster
 
 
 # -- a local multi-node cluster -------------------------------------------------------------------
