@@ -115,25 +115,21 @@ def load_study(exp_dir: Path) -> dict:
     return study
 
 
+def _name_list(value) -> list[str]:
+    """A list of names from study.json: a list, or (older studies) one comma-separated string."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else []
+
+
 def study_optimizers(config: dict) -> list[str]:
     """The optimisers a study was configured with, in order (old studies: one string)."""
-    opt = config.get("optimizer")
-    if isinstance(opt, str) and opt:
-        opt = [o.strip() for o in opt.split(",") if o.strip()]
-    if isinstance(opt, (list, tuple)) and opt:
-        return [str(o) for o in opt]
-    return [DEFAULT_OPTIMIZER]
+    return _name_list(config.get("optimizer")) or [DEFAULT_OPTIMIZER]
 
 
 def study_rules(config: dict) -> list[str]:
     """The finder rules, primary first: config `finder_rules`, else the old `finder_rule`, else steepest."""
-    rules = config.get("finder_rules")
-    if isinstance(rules, str) and rules:
-        rules = [r.strip() for r in rules.split(",") if r.strip()]
-    if isinstance(rules, (list, tuple)) and rules:
-        return [str(r) for r in rules]
-    rule = config.get("finder_rule")
-    return [rule] if isinstance(rule, str) and rule else [DEFAULT_RULE]
+    return _name_list(config.get("finder_rules")) or _name_list(config.get("finder_rule")) or [DEFAULT_RULE]
 
 
 def arm_key(arm: str | None, lr: float | None, rule: str | None, primary_rule: str) -> str:
@@ -167,8 +163,8 @@ def read_trial_rows(trial_dir: Path) -> list[dict]:
     through), then any later result.json rows not yet copied into the experiment folder (Ray
     syncs trial artifacts every 15 s and at the end; an interrupted study may lag)."""
     rows = read_rows(trial_dir / "result.json")
-    history, _ = _read_json(trial_dir / "history.json") if (trial_dir / "history.json").is_file() else (None, None)
-    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history) or not history:
+    history, _ = _read_json(trial_dir / "history.json")  # (None, reason) when missing or torn
+    if not history or not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         return rows
     last = max(int(h.get("training_iteration", 0)) for h in history)
     return history + [r for r in rows if int(r.get("training_iteration", 0)) > last]
