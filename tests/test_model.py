@@ -20,6 +20,27 @@ def test_lenet5_shapes_and_parameter_count():
     assert sum(p.numel() for p in net.parameters()) == 61_706
 
 
+def test_lenet5_pools_before_relu_with_the_same_outputs_and_gradients_as_relu_then_pool():
+    # Inputs with flat regions (ties inside pooling windows) and all-negative windows, where a
+    # different pooling or activation would pick or weight different elements.
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 28, 28)
+    x[:, :, :14] = x[:, :, :14].round()
+    x[:, :, 20:] = -1.0
+    ours = lenet5()
+    layers = list(ours.children())
+    usual = torch.nn.Sequential(layers[0], layers[2], layers[1], layers[3], layers[5], layers[4], *layers[6:])
+    assert [type(m).__name__ for m in usual[:6]] == ["Conv2d", "ReLU", "MaxPool2d"] * 2
+    grads = []
+    for net in (ours, usual):
+        net.zero_grad()
+        out = net(x)
+        torch.nn.functional.cross_entropy(out, torch.arange(8) % 10).backward()
+        grads.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(grads[0][1], grads[1][1]))
+
+
 def tiny_loaders(tmp_path, batch_size=32):
     d = load_dataset(str(make_idx_dir(tmp_path / "idx", n_train=400)), val_size=100, strict_counts=False)
     t = {k: torch.from_numpy(getattr(d, k)) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
