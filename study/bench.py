@@ -5,6 +5,7 @@
     python -m study.bench --only study         # the default study: wall, finder share, scheduling, memory
     python -m study.bench --only study --study-args="--smoke"
     python -m study.bench --only scaling       # 2 local nodes x 1 CPU against 1 node x 1 CPU
+    python -m study.bench --only overhead      # Lightning's own per-step cost, and the ratio it allows
 
 throughput: a plain PyTorch loop and a real trial (Lightning + Ray reporting + TensorBoard +
     checkpointing) at the same time, each a Ray Tune trial with 1 CPU, on the same in-memory
@@ -13,6 +14,10 @@ throughput: a plain PyTorch loop and a real trial (Lightning + Ray reporting + T
 study: runs a study through `study.run` and reads its results: wall time, Ray start-up, the
     finder's share of the finder trial, busy time / (wall x slots), peak RSS per trial and of the
     whole process tree.
+overhead: no Ray; the trial's LightningModule with LeNet swapped for one linear layer, in a
+    Trainer as configured in a trial, against the plain loop on the same linear layer: what a
+    training step costs in Lightning beyond the compute. With the plain loop's LeNet step, it
+    gives the best throughput ratio a Lightning trial can reach on this machine.
 scaling: the same study (--scaling-args) with --address on a local Ray cluster of one node with
     1 CPU, then of two nodes with 1 CPU each (ray.cluster_utils.Cluster); speed-up of Tune's wall.
 """
@@ -34,10 +39,22 @@ from pathlib import Path
 import psutil
 
 
+def plain_epoch(net, opt, x, y, batch_size: int) -> None:
+    """One training epoch, the plain PyTorch way."""
+    import torch
+    import torch.nn.functional as F
+
+    net.train()
+    for idx in torch.randperm(len(y)).split(batch_size):
+        loss = F.cross_entropy(net(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def plain_trial(config: dict, data) -> None:
     """The same work as a trial, in a plain PyTorch loop: train epoch + validation, report."""
     import torch
-    import torch.nn.functional as F
     from ray import tune
 
     from trainables.model import lenet5
@@ -49,12 +66,7 @@ def plain_trial(config: dict, data) -> None:
     net = lenet5().to(memory_format=torch.channels_last)  # the same model as a trial's
     opt = torch.optim.SGD(net.parameters(), lr=config["lr"], momentum=0.9)
     for epoch in range(config["epochs"]):
-        net.train()
-        for idx in torch.randperm(len(y)).split(config["batch_size"]):
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        plain_epoch(net, opt, x, y, config["batch_size"])
         net.eval()
         with torch.no_grad():
             correct = sum(int((net(a).argmax(1) == b).sum()) for a, b in zip(vx.split(1024), vy.split(1024)))
@@ -102,6 +114,60 @@ def bench_throughput(epochs: int, subset: int | None) -> dict:
     seconds = {r.config["kind"]: statistics.median(_epoch_seconds(r)) for r in results}
     return {"images_per_epoch": data.sizes(), "plain_s_per_epoch": seconds["plain"], "trial_s_per_epoch": seconds["trial"],
             "ratio_plain_over_trial": seconds["plain"] / seconds["trial"]}
+
+
+def bench_overhead(repeats: int = 3) -> dict:
+    """Lightning's per-step cost beyond the compute (no Ray), on one training epoch of 55k images:
+    interleaved repeats, medians."""
+    import logging
+    import warnings
+
+    import pytorch_lightning as pl
+    import torch
+    from torch import nn
+
+    from trainables.data import batches, load_dataset
+    from trainables.model import lenet5
+    from trainables.module import LitLeNet
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*(LeafSpec|no `val_dataloader`).*")
+    torch.set_num_threads(1)
+    data = load_dataset()
+    x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
+    steps = -(-len(y) // 64)
+
+    def linear() -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+
+    def plain(net: nn.Module) -> float:
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        start = time.perf_counter()
+        plain_epoch(net, opt, x, y, 64)
+        return (time.perf_counter() - start) / steps
+
+    class EpochTime(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.seconds = time.perf_counter() - self.start
+
+    def lightning() -> float:
+        model, timer = LitLeNet(lr=0.01), EpochTime()
+        model.net = linear()
+        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, callbacks=[timer],
+                             enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                             num_sanity_val_steps=0, limit_val_batches=0)
+        trainer.fit(model, batches(x, y, 64, shuffle=True, seed=0))
+        return timer.seconds / steps
+
+    runs = [(plain(linear()), lightning(), plain(lenet5().to(memory_format=torch.channels_last)))
+            for _ in range(repeats)]
+    plain_s, lightning_s, lenet_s = (statistics.median(r[i] for r in runs) for i in range(3))
+    overhead = lightning_s - plain_s
+    return {"steps": steps, "plain_linear_ms": plain_s * 1e3, "lightning_linear_ms": lightning_s * 1e3,
+            "overhead_ms": overhead * 1e3, "lenet_plain_ms": lenet_s * 1e3, "best_ratio": lenet_s / (lenet_s + overhead)}
 
 
 class _MemorySampler(threading.Thread):
@@ -205,7 +271,7 @@ def bench_scaling(study_args: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="study.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=("throughput", "study", "scaling"), help="run one benchmark (default: all)")
+    parser.add_argument("--only", choices=("throughput", "study", "scaling", "overhead"), help="run one benchmark (default: all)")
     parser.add_argument("--epochs", type=int, default=4, help="throughput: epochs per trial (first is dropped)")
     parser.add_argument("--subset", type=int, default=None, help="throughput: training images (default: all 55,000)")
     parser.add_argument("--study-args", default="", help="study: extra flags for study.run (default study if empty)")
@@ -217,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         r = bench_throughput(args.epochs, args.subset)
         print(f"throughput  plain loop {r['plain_s_per_epoch']:.2f} s/epoch, trial {r['trial_s_per_epoch']:.2f} s/epoch, "
               f"ratio plain/trial {r['ratio_plain_over_trial']:.3f}  (goal >= 0.95; {r['images_per_epoch']})")
+    if args.only in (None, "overhead"):
+        r = bench_overhead()
+        print(f"overhead    Lightning's loop, linear model, {r['steps']} steps: {r['lightning_linear_ms']:.3f} ms/step against "
+              f"{r['plain_linear_ms']:.3f} plain = {r['overhead_ms']:.3f} ms per step; a plain LeNet step takes "
+              f"{r['lenet_plain_ms']:.2f} ms, so a Lightning trial can reach at best a throughput ratio of {r['best_ratio']:.3f}")
     if args.only in (None, "study"):
         r = bench_study(args.study_args)
         print(f"study       {r['study_args'] or 'default study'}: process wall {r['process_wall_s']:.1f} s, "
