@@ -11,9 +11,9 @@ throughput: a plain PyTorch loop and a real trial (Lightning + Ray reporting + T
     checkpointing) at the same time, each a Ray Tune trial with 1 CPU, on the same in-memory
     tensors, model, batch size and thread count; compares seconds per epoch (Ray's
     time_this_iter_s, so reporting and checkpointing are counted; the first epoch is dropped).
-study: runs a study through `study.run` and reads its results: wall time, Ray start-up, the
-    finder's share of the finder trial, busy time / (wall x slots), peak RSS per trial and of the
-    whole process tree.
+study: runs a study through `study.run` and reads its results: wall time, Ray start-up and
+    shutdown (its timings.json), the finder's share of the finder trial, busy time / (wall x
+    slots), peak RSS per trial and of the whole process tree.
 overhead: no Ray; the trial's LightningModule with LeNet swapped for one linear layer, in a
     Trainer as configured in a trial, against the plain loop on the same linear layer: what a
     training step costs in Lightning beyond the compute. With the plain loop's LeNet step, it
@@ -226,12 +226,13 @@ def bench_study(study_args: str) -> dict:
     busy = sum(r[-1]["report_ts"] - r[0]["trial_start_ts"] for r in rows.values() if r)
     tune_wall = max(ends) - min(starts)
     config = json.loads((exp / "study.json").read_text())
+    timings = json.loads((exp / "timings.json").read_text())
     slots = config["cluster"].get("CPU", 1) // config["resources_per_trial"]["cpu"]
     finder = summary.get("finder") or {}
     peak_trial_mb = max((r[-1].get("peak_rss_mb", 0) for r in rows.values() if r), default=0)
     return {
         "study_args": study_args, "process_wall_s": wall, "tune_wall_s": tune_wall,
-        "outside_tune_s": wall - tune_wall,
+        "outside_tune_s": wall - tune_wall, **{f"run_{k}": v for k, v in timings.items()},
         "finder_share": (finder.get("finder_time_s") or 0) / (finder.get("total_time_s") or float("inf")),
         "finder_time_s": finder.get("finder_time_s"), "slots": slots,
         "busy_over_wall_x_slots": busy / (tune_wall * slots),
@@ -291,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "study"):
         r = bench_study(args.study_args)
         print(f"study       {r['study_args'] or 'default study'}: process wall {r['process_wall_s']:.1f} s, "
-              f"Tune (first trial start to last report) {r['tune_wall_s']:.1f} s, outside Tune (imports, data, Ray start/stop, report) "
-              f"{r['outside_tune_s']:.1f} s")
+              f"Tune (first trial start to last report) {r['tune_wall_s']:.1f} s, outside Tune {r['outside_tune_s']:.1f} s: "
+              f"Ray start-up {r['run_ray_start_s']:.1f} s, Ray shutdown {r['run_ray_shutdown_s']:.1f} s, data {r['run_data_s']:.1f} s, "
+              f"analysis and report {r['run_analysis_s']:.1f} s, the rest Python imports and Tune's own start and end")
         print(f"finder      lr_find {r['finder_time_s'] or 0:.2f} s = {100 * r['finder_share']:.2f} % of the finder trial (goal <= 3 %)")
         print(f"scheduling  busy / (wall x {r['slots']:.0f} slots) = {r['busy_over_wall_x_slots']:.3f} (goal >= 0.90)")
         print(f"memory      per trial process: peak USS {r['peak_trial_uss_mb']:.0f} MB (goal <= 700 MB), peak RSS "

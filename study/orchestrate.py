@@ -110,6 +110,11 @@ def connect(config: StudyConfig) -> None:
         raise ConfigError(f"cannot start or reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
+def disconnect() -> None:
+    """Stop the local Ray instance (or detach from the cluster): timed on its own by run.py."""
+    ray.shutdown()
+
+
 def _unreachable(address: str, timeout_s: float = 5.0) -> str | None:
     """Why a HOST:PORT address takes no TCP connection, or None (also for 'auto' and ray:// URIs)."""
     host, _, port = address.rpartition(":")

@@ -9,7 +9,9 @@
 
 Results: <results-dir>/<name>/ is the Ray Tune experiment (one folder per trial with
 progress.csv, result.json, TensorBoard events), plus summary.json, comparison.csv, report.md
-and figures. `tensorboard --logdir <results-dir>/<name>` shows every trial's curves.
+and figures, and timings.json: where this invocation's wall time went (data, Ray start-up, Ray
+Tune, Ray shutdown, analysis and report; the last --resume's, after one).
+`tensorboard --logdir <results-dir>/<name>` shows every trial's curves.
 --results-dir may be a URI (s3://bucket/prefix): the report is then written in a local mirror
 of the experiment, ~/.cache/lrstudy/results/s3/bucket/prefix/<name>, and uploaded next to it.
 """
@@ -24,12 +26,13 @@ from dataclasses import fields
 
 from study import analysis, report, storage
 from study.config import ConfigError, StudyConfig, build_parser, config_from_args
-from study.orchestrate import STUDY_FILE, connect, experiment_dir, prepare_experiment_dir, run_study
+from study.orchestrate import STUDY_FILE, connect, disconnect, experiment_dir, prepare_experiment_dir, run_study
 from trainables.data import DataError, load_dataset
 
 PROG = "study.run"
 # Flags that may differ when resuming; everything else comes from the stored study.json.
 RESUME_FLAGS = ("results_dir", "name", "address", "resume", "max_failures")
+TIMINGS_FILE = "timings.json"
 
 
 def _fail(message: str) -> int:
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(PROG, __doc__.split("\n")[0]).parse_args(argv)
     started = time.perf_counter()
+    seconds = {}  # where the wall time goes, in order
     try:
         config = config_from_args(args)
         if config.resume:
@@ -63,8 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         prepare_experiment_dir(config, create=False)  # a taken --name: refuse before anything starts
         data = load_dataset(config.data_dir, val_size=config.val_size, split_seed=config.split_seed,
                             normalize=config.normalize, subset=config.subset)
+        seconds["data_s"] = time.perf_counter() - started
+        mark = time.perf_counter()
         connect(config)
-        path, tune_wall_s = run_study(config, data, [PROG, *argv])
+        seconds["ray_start_s"] = time.perf_counter() - mark
+        path, seconds["tune_s"] = run_study(config, data, [PROG, *argv])
     except (ConfigError, DataError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
@@ -72,16 +79,25 @@ def main(argv: list[str] | None = None) -> int:
               f"--results-dir {shlex.quote(config.results_dir)}", file=sys.stderr)
         return 130
 
+    mark = time.perf_counter()
+    disconnect()
+    seconds["ray_shutdown_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     local = storage.local_copy(path)  # a URI's experiment is analysed in a local mirror
     summary = analysis.summarize(local, target_acc=config.target_acc)
     written = report.write_report(local, summary)
-    storage.publish(local, path, report.OUTPUTS)
+    seconds["analysis_s"] = time.perf_counter() - mark
+    seconds["wall_s"] = time.perf_counter() - started
+    (local / TIMINGS_FILE).write_text(json.dumps(seconds, indent=1))
+    storage.publish(local, path, (*report.OUTPUTS, TIMINGS_FILE))
     print()
     print(report.format_table(summary))
     print()
     for setting in summary["settings"].values():  # the verdict, one line per optimiser
         print(setting["verdict"])
-    print(f"\nStudy wall time {time.perf_counter() - started:.1f} s (Ray Tune {tune_wall_s:.1f} s).")
+    print(f"\nStudy wall time {seconds['wall_s']:.1f} s: data {seconds['data_s']:.1f} s, Ray start-up "
+          f"{seconds['ray_start_s']:.1f} s, Ray Tune {seconds['tune_s']:.1f} s, Ray shutdown {seconds['ray_shutdown_s']:.1f} s, "
+          f"analysis and report {seconds['analysis_s']:.1f} s (Python imports not counted).")
     print(f"Report:      {written['report']}")
     print(f"Experiment:  {path}")
     if storage.is_uri(path):

@@ -81,6 +81,17 @@ def test_experiment_records_what_produced_it(smoke_study):
     assert f"tensorboard --logdir {exp}" in proc.stdout
 
 
+def test_run_reports_where_its_wall_time_went(smoke_study):
+    exp, proc = smoke_study
+    seconds = json.loads((exp / "timings.json").read_text())
+    parts = ("data_s", "ray_start_s", "tune_s", "ray_shutdown_s", "analysis_s")
+    assert list(seconds) == [*parts, "wall_s"] and all(seconds[k] > 0 for k in parts)
+    assert sum(seconds[k] for k in parts) <= seconds["wall_s"] < sum(seconds[k] for k in parts) + 1
+    assert seconds["tune_s"] > seconds["ray_start_s"] > 0.5  # a real local Ray instance started and stopped
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("Study wall time"))
+    assert f"Ray start-up {seconds['ray_start_s']:.1f} s" in line and f"Ray shutdown {seconds['ray_shutdown_s']:.1f} s" in line
+
+
 def test_experiment_loads_with_rays_own_tools(smoke_study):
     from ray.tune import ExperimentAnalysis
 
