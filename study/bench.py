@@ -15,8 +15,9 @@ study: runs a study through `study.run` and reads its results: wall time, Ray st
     shutdown (its timings.json), the finder's share of the finder trial, busy time / (wall x
     slots), peak RSS per trial and of the whole process tree.
 overhead: no Ray; the trial's LightningModule with LeNet swapped for one linear layer, in a
-    Trainer as configured in a trial, against the plain loop on the same linear layer: what a
-    training step costs in Lightning beyond the compute. With the plain loop's LeNet step, it
+    Trainer with a trial's loop settings (no progress bar, summary, checkpointing or sanity
+    check; no logger: a trial logs once per epoch), against the plain loop on the same linear
+    layer: what a training step costs in Lightning beyond the compute. With the plain loop's LeNet step, it
     gives the best throughput ratio a Lightning trial can reach on this machine.
 scaling: the same study (--scaling-args) with --address on a local Ray cluster of one node with
     1 CPU, then of two nodes with 1 CPU each (ray.cluster_utils.Cluster); speed-up of Tune's wall.
