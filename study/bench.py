@@ -117,9 +117,9 @@ def bench_throughput(epochs: int, subset: int | None) -> dict:
             "ratio_plain_over_trial": seconds["plain"] / seconds["trial"]}
 
 
-def bench_overhead(repeats: int = 3) -> dict:
-    """Lightning's per-step cost beyond the compute (no Ray), on one training epoch of 55k images:
-    interleaved repeats, medians."""
+def bench_overhead(subset: int | None, repeats: int = 3) -> dict:
+    """Lightning's per-step cost beyond the compute (no Ray), over one training epoch (55k images
+    unless `subset`): interleaved repeats, medians."""
     import logging
     import warnings
 
@@ -134,7 +134,7 @@ def bench_overhead(repeats: int = 3) -> dict:
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*(LeafSpec|no `val_dataloader`).*")
     torch.set_num_threads(1)
-    data = load_dataset()
+    data = load_dataset(subset=subset)
     x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
     steps = -(-len(y) // 64)
 
@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="study.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=("throughput", "study", "scaling", "overhead"), help="run one benchmark (default: all)")
     parser.add_argument("--epochs", type=int, default=4, help="throughput: epochs per trial (first is dropped)")
-    parser.add_argument("--subset", type=int, default=None, help="throughput: training images (default: all 55,000)")
+    parser.add_argument("--subset", type=int, default=None,
+                        help="throughput and overhead: training images (default: all 55,000)")
     parser.add_argument("--study-args", default="", help="study: extra flags for study.run (default study if empty)")
     parser.add_argument("--scaling-args", default="--subset 20000 --epochs 3",
                         help="scaling: flags for study.run on the 1- and 2-node clusters")
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"throughput  plain loop {r['plain_s_per_epoch']:.2f} s/epoch, trial {r['trial_s_per_epoch']:.2f} s/epoch, "
               f"ratio plain/trial {r['ratio_plain_over_trial']:.3f}  (goal >= 0.95; {r['images_per_epoch']})")
     if args.only in (None, "overhead"):
-        r = bench_overhead()
+        r = bench_overhead(args.subset)
         print(f"overhead    Lightning's loop, linear model, {r['steps']} steps: {r['lightning_linear_ms']:.3f} ms/step against "
               f"{r['plain_linear_ms']:.3f} plain = {r['overhead_ms']:.3f} ms per step; a plain LeNet step takes "
               f"{r['lenet_plain_ms']:.2f} ms, so a Lightning trial can reach at best a throughput ratio of {r['best_ratio']:.3f}")

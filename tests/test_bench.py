@@ -1,0 +1,55 @@
+"""`python -m study.bench` runs and prints its figures (real Ray, Lightning, Fashion-MNIST, tiny
+sizes). The figures themselves are never asserted: they are measurements, not properties."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import real_data_dir, run_module
+
+pytestmark = pytest.mark.slow
+
+
+def bench(tmp_path: Path, *args: str) -> str:
+    # The benchmark's scratch folders go to tmp_path; Ray's session folder stays in the usual
+    # place (its socket paths must stay short).
+    proc = run_module("study.bench", *args, TMPDIR=str(tmp_path), RAY_TMPDIR=tempfile.gettempdir(),
+                      FASHION_MNIST_DIR=str(real_data_dir()))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def number(pattern: str, text: str, positive: bool = True) -> float:
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not in:\n{text}"
+    value = float(match.group(1))
+    assert math.isfinite(value) and (value > 0 or not positive)
+    return value
+
+
+def test_throughput_and_overhead_print_their_ratios(tmp_path):
+    out = bench(tmp_path, "--only", "throughput", "--epochs", "2", "--subset", "1000")
+    for pattern in (r"plain loop ([\d.]+) s/epoch", r"trial ([\d.]+) s/epoch", r"ratio plain/trial ([\d.]+)"):
+        number(pattern, out)
+
+    out = bench(tmp_path, "--only", "overhead", "--subset", "640")
+    assert "10 steps" in out
+    overhead = number(r"= (-?[\d.]+) ms per step", out, positive=False)  # 10 steps: noisy, maybe < 0
+    lenet = number(r"plain LeNet step takes ([\d.]+) ms", out)
+    assert number(r"throughput ratio of ([\d.]+)", out) == pytest.approx(lenet / (lenet + overhead), abs=0.002)
+
+
+def test_study_benchmark_reads_the_runs_own_timings(tmp_path):
+    out = bench(tmp_path, "--only", "study", "--study-args=--smoke")
+    exp = Path(re.search(r"results in (\S+)", out).group(1))
+    assert exp.is_relative_to(tmp_path)
+    timings = json.loads((exp / "timings.json").read_text())
+    assert f"Ray start-up {timings['ray_start_s']:.1f} s" in out and f"Ray shutdown {timings['ray_shutdown_s']:.1f} s" in out
+    for pattern in (r"lr_find ([\d.]+) s", r"busy / \(wall x 2 slots\) = ([\d.]+)", r"peak USS (\d+) MB"):
+        number(pattern, out)
