@@ -93,6 +93,7 @@ def bench_throughput(epochs: int, subset: int | None) -> dict:
     """A plain loop and a real trial side by side (1 CPU each, two at once as in the study)."""
     import ray
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from study.config import StudyConfig
     from trainables.data import load_dataset
@@ -108,7 +109,9 @@ def bench_throughput(epochs: int, subset: int | None) -> dict:
             param_space={**common, "kind": tune.grid_search(["plain", "trial"])},
             run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="lrstudy-bench-"), name="throughput", verbose=0,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                      sync_config=tune.SyncConfig(sync_artifacts=True, sync_period=15)),
+                                      sync_config=tune.SyncConfig(sync_artifacts=True, sync_period=15),
+                                      # the per-epoch seconds come from result.json, whatever the environment says
+                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback()]),
         ).fit()
     finally:
         ray.shutdown()

@@ -6,6 +6,7 @@ Nothing here prints: errors a user can fix are `ConfigError`s, whose message is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -33,10 +34,6 @@ METRIC, MODE = "val_acc", "max"
 DEFAULT_GPU_FRACTION = 0.25  # four trials share one GPU: LeNet uses a sliver of one
 STUDY_FILE = "study.json"
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")  # written by `ray up` on the head node
-# TensorBoard events come from Lightning inside each trial; Ray's own TBX logger would write a
-# second copy of every scalar. Checkpointing every epoch is intended: don't warn about it.
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 class ManualOnlyASHA(ASHAScheduler):
@@ -245,18 +242,39 @@ def _unfinished_trials(path: str) -> int:
     return sum(t.status not in ("TERMINATED", "ERROR") for t in trials)
 
 
+# Settings Ray Tune reads only from the environment. TensorBoard events come from Lightning inside
+# each trial; Ray's own TBX logger, added unless the first is set, would write a second copy of
+# every scalar (the CSV and JSON loggers are passed explicitly). Checkpointing every epoch is
+# intended: don't warn about it.
+TUNE_SETTINGS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+@contextlib.contextmanager
+def _tune_settings():
+    """TUNE_SETTINGS in the environment while the study runs (a user's own values win), and the
+    environment as it was afterwards."""
+    added = {k: v for k, v in TUNE_SETTINGS.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 def run_study(config: StudyConfig, data: Dataset, argv: list[str]) -> tuple[str, float]:
     """Run (or resume) the whole study; return the experiment's location and the Tuner's wall seconds."""
     resources = trial_resources(config)
     path = prepare_experiment_dir(config)  # only now: remove (--overwrite) or create the folder
-    if config.resume:
-        trainable = tune.with_resources(tune.with_parameters(train_trial, study=config, data=data), resources)
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        write_study_record(path, config, data, resources, argv)
-        tuner = build_tuner(config, data, resources)
-    start = time.perf_counter()
-    tuner.fit()
+    with _tune_settings():
+        if config.resume:
+            trainable = tune.with_resources(tune.with_parameters(train_trial, study=config, data=data), resources)
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            write_study_record(path, config, data, resources, argv)
+            tuner = build_tuner(config, data, resources)
+        start = time.perf_counter()
+        tuner.fit()
     if _unfinished_trials(path):
         raise KeyboardInterrupt  # Ctrl-C: run.py says how to resume
     return path, time.perf_counter() - start

@@ -16,11 +16,11 @@ from tests.conftest import real_data_dir, run_module
 pytestmark = pytest.mark.slow
 
 
-def bench(tmp_path: Path, *args: str) -> str:
+def bench(tmp_path: Path, *args: str, **env: str) -> str:
     # The benchmark's scratch folders go to tmp_path; Ray's session folder stays in the usual
     # place (its socket paths must stay short).
     proc = run_module("study.bench", *args, TMPDIR=str(tmp_path), RAY_TMPDIR=tempfile.gettempdir(),
-                      FASHION_MNIST_DIR=str(real_data_dir()))
+                      FASHION_MNIST_DIR=str(real_data_dir()), **env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -34,7 +34,10 @@ def number(pattern: str, text: str, positive: bool = True) -> float:
 
 
 def test_throughput_and_overhead_print_their_ratios(tmp_path):
-    out = bench(tmp_path, "--only", "throughput", "--epochs", "2", "--subset", "1000")
+    # Ray's default loggers off, as a study sets them while it runs: the per-epoch seconds must
+    # still be there (they come from result.json).
+    out = bench(tmp_path, "--only", "throughput", "--epochs", "2", "--subset", "1000",
+                TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1")
     for pattern in (r"plain loop ([\d.]+) s/epoch", r"trial ([\d.]+) s/epoch", r"ratio plain/trial ([\d.]+)"):
         number(pattern, out)
 

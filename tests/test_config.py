@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 
 from study.config import SMOKE, ConfigError, StudyConfig, build_parser, config_from_args
-from study.orchestrate import prepare_experiment_dir
+from study.orchestrate import _tune_settings, prepare_experiment_dir
 from study.run import main
 from study.space import manual_lrs, trial_points
 from tests.conftest import run_module
@@ -112,6 +113,17 @@ def exit_code(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as e:
         return e.code
+
+
+def test_tune_settings_hold_only_while_a_study_runs(monkeypatch):
+    """Ray Tune reads them from the environment; outside a study (an import, a benchmark) they are
+    not there, and a user's own value is left alone."""
+    ours, users = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
+    monkeypatch.delenv(ours, raising=False)
+    monkeypatch.setenv(users, "5")
+    with _tune_settings():
+        assert os.environ[ours] == "1" and os.environ[users] == "5"
+    assert ours not in os.environ and os.environ[users] == "5"
 
 
 def test_results_path_that_cannot_be_created(tmp_path):

@@ -66,6 +66,7 @@ def test_each_trial_has_tensorboard_scalars(smoke_study):
         acc.Reload()
         tags = set(acc.Tags()["scalars"])
         assert SCALARS <= tags, (trial.name, tags)
+        assert not [t for t in tags if t.startswith("ray/")], tags  # no second copy from Ray's TBX logger
         assert [e.step for e in acc.Scalars("val_acc")] == list(range(SMOKE["epochs"]))
         assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")  # TensorBoard's HParams view
         is_finder = json.loads((trial / "params.json").read_text())["arm"] == "finder"
