@@ -34,6 +34,11 @@ METRIC, MODE = "val_acc", "max"
 DEFAULT_GPU_FRACTION = 0.25  # four trials share one GPU: LeNet uses a sliver of one
 STUDY_FILE = "study.json"
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")  # written by `ray up` on the head node
+# Settings Ray Tune reads only from the environment. TensorBoard events come from Lightning inside
+# each trial; Ray's own TBX logger, added unless the first is set, would write a second copy of
+# every scalar (the CSV and JSON loggers are passed explicitly). Checkpointing every epoch is
+# intended: don't warn about it.
+TUNE_SETTINGS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
 class ManualOnlyASHA(ASHAScheduler):
@@ -240,13 +245,6 @@ def _unfinished_trials(path: str) -> int:
     finally:
         analysis_log.setLevel(level)
     return sum(t.status not in ("TERMINATED", "ERROR") for t in trials)
-
-
-# Settings Ray Tune reads only from the environment. TensorBoard events come from Lightning inside
-# each trial; Ray's own TBX logger, added unless the first is set, would write a second copy of
-# every scalar (the CSV and JSON loggers are passed explicitly). Checkpointing every epoch is
-# intended: don't warn about it.
-TUNE_SETTINGS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
 @contextlib.contextmanager
