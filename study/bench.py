@@ -229,19 +229,14 @@ def bench_study(study_args: str) -> dict:
         raise SystemExit(f"study failed ({proc.returncode}):\n{out[-3000:]}")
     exp = results / "bench"
     summary = json.loads((exp / "summary.json").read_text())
-    rows = {}
-    for trial in exp.glob("*/result.json"):
-        lines = [json.loads(l) for l in trial.read_text().splitlines() if l.strip()]
-        rows[trial.parent.name] = lines
-    starts = [r[0]["trial_start_ts"] for r in rows.values() if r]
-    ends = [r[-1]["report_ts"] for r in rows.values() if r]
-    busy = sum(r[-1]["report_ts"] - r[0]["trial_start_ts"] for r in rows.values() if r)
-    tune_wall = max(ends) - min(starts)
+    rows = _trial_rows(exp)
+    busy = sum(r[-1]["report_ts"] - r[0]["trial_start_ts"] for r in rows)
+    tune_wall = _tune_wall(rows)
     config = json.loads((exp / "study.json").read_text())
     timings = json.loads((exp / "timings.json").read_text())
     slots = config["cluster"].get("CPU", 1) // config["resources_per_trial"]["cpu"]
     finder = summary.get("finder") or {}
-    peak_trial_mb = max((r[-1].get("peak_rss_mb", 0) for r in rows.values() if r), default=0)
+    peak_trial_mb = max((r[-1].get("peak_rss_mb", 0) for r in rows), default=0)
     return {
         "study_args": study_args, "process_wall_s": wall, "tune_wall_s": tune_wall,
         "outside_tune_s": wall - tune_wall, **{f"run_{k}": v for k, v in timings.items()},
@@ -253,9 +248,16 @@ def bench_study(study_args: str) -> dict:
     }
 
 
-def _tune_wall(exp: Path) -> float:
-    rows = [[json.loads(l) for l in p.read_text().splitlines() if l.strip()] for p in exp.glob("*/result.json")]
-    return max(r[-1]["report_ts"] for r in rows if r) - min(r[0]["trial_start_ts"] for r in rows if r)
+def _trial_rows(exp: Path) -> list[list[dict]]:
+    """Each trial's result.json rows, read as the analysis reads them (trials with none left out)."""
+    from study.analysis import read_rows
+
+    return [rows for rows in map(read_rows, exp.glob("*/result.json")) if rows]
+
+
+def _tune_wall(rows: list[list[dict]]) -> float:
+    """First trial start to last report."""
+    return max(r[-1]["report_ts"] for r in rows) - min(r[0]["trial_start_ts"] for r in rows)
 
 
 def bench_scaling(study_args: str) -> dict:
@@ -274,8 +276,9 @@ def bench_scaling(study_args: str) -> dict:
             if proc.returncode:
                 raise SystemExit(f"study on {n_nodes} node(s) failed:\n{proc.stderr[-3000:]}")
             exp = results / f"nodes{n_nodes}"
-            walls[n_nodes] = _tune_wall(exp)
-            nodes_used[n_nodes] = len({json.loads(p.read_text().splitlines()[0])["node_id"] for p in exp.glob("*/result.json")})
+            rows = _trial_rows(exp)
+            walls[n_nodes] = _tune_wall(rows)
+            nodes_used[n_nodes] = len({r[0]["node_id"] for r in rows})
         finally:
             cluster.shutdown()
     return {"study_args": study_args, "wall_1": walls[1], "wall_2": walls[2], "speedup": walls[1] / walls[2],
