@@ -35,6 +35,7 @@ RANGE_TEST_ARMS = ("finder", "cyclic")  # arms whose LR comes from the trial's o
 DEFAULT_RULE = "steepest"
 DEFAULT_OPTIMIZER = "sgd"
 CONFIDENCE = 0.95
+_CURVE_KEYS = ("lr", "loss", "loss_raw", "loss_lightning")  # lr_finder.json's per-step lists
 _RAY_TRIAL_ID = re.compile(r"(?:^|_)([0-9a-f]{5}_\d{5})(?:_|$)")
 
 
@@ -533,6 +534,7 @@ def setting_summary(optimizer: str, rows: list[dict]) -> dict:
            "best_manual": best, "arms": arms, "paired": vs_best.get("finder"),
            "vs_best_manual": vs_best, "vs_finder": vs_finder, "compute": compute}
     out["verdict"] = setting_verdict(out, groups)
+    out["verdicts"] = {k: setting_verdict(out, groups, k) for k in range_arms} or {"finder": out["verdict"]}
     return out
 
 
@@ -545,28 +547,38 @@ def _first_error(rows: list[dict]) -> str:
     return f", first error: {err}" if err else ""
 
 
-def setting_verdict(setting: dict, groups: dict[str, list[dict]]) -> str:
-    """'sgd: finder vs best manual (lr=0.01): +0.40 ± 0.60 points of test accuracy over 3 seeds ...'."""
+def _arm_label(key: str, arm: dict | None) -> str:
+    """'finder (valley)', 'cyclic (lightning)': an arm named with the rule that chose its LR."""
+    base = key.split(":")[0]
+    rule = (arm or {}).get("rule") or (key.split(":")[1] if ":" in key else None)
+    return f"{base} ({rule})" if rule else base
+
+
+def setting_verdict(setting: dict, groups: dict[str, list[dict]], key: str = "finder") -> str:
+    """'sgd: finder (valley) vs best manual (lr=0.01): +0.40 ± 0.60 points of test accuracy over 3 seeds ...'.
+
+    `key`: the range-test arm compared with the best manual LR (default: the primary finder arm)."""
     opt, arms, best = setting["optimizer"], setting["arms"], setting["best_manual"]
     if not setting["n_trials"]:
         return f"{opt}: no trials."
-    finder = arms.get("finder")
+    finder = arms.get(key)
+    label = _arm_label(key, finder)
     problems = []
     if finder is None:
-        problems.append("there is no finder trial")
+        problems.append(f"there is no {label} trial")
     elif finder["n"] == 0:
-        problems.append(f"no finder trial finished (of {finder['n_trials']}: {_status_counts(finder)}"
-                        f"{_first_error(groups['finder'])})")
+        problems.append(f"no {label} trial finished (of {finder['n_trials']}: {_status_counts(finder)}"
+                        f"{_first_error(groups[key])})")
     manual = [r for k, g in groups.items() if k.startswith("manual:") for r in g]
     if best is None:
         problems.append(f"no manual trial finished (of {len(manual)})" if manual else "there is no manual trial")
     if problems:
-        return f"{opt}: " + "; ".join(problems) + ", so finder and best manual cannot be compared."
+        return f"{opt}: " + "; ".join(problems) + f", so {label} and best manual cannot be compared."
     lr = arms[best]["lr"]["mean"]
-    pair = setting["paired"]
-    head = f"{opt}: finder vs best manual (lr={_lr(lr)})"
+    pair = setting["vs_best_manual"][key]
+    head = f"{opt}: {label} vs best manual (lr={_lr(lr)})"
     if pair["n"] == 0:
-        return (f"{head}: they finished on no common seed (finder: {_seeds(finder['seeds'])}; "
+        return (f"{head}: they finished on no common seed ({label}: {_seeds(finder['seeds'])}; "
                 f"manual: {_seeds(arms[best]['seeds'])}), so they cannot be compared seed by seed.")
     d = pair["test_acc_diff"]
     s = f"{head}: {100 * d['mean']:+.2f}"
@@ -578,12 +590,13 @@ def setting_verdict(setting: dict, groups: dict[str, list[dict]]) -> str:
     elif pair["n"] >= 2 and d["std"] == 0:
         s += " (the same difference on every seed)"
     c = setting["compute"]
-    if c["manual_over_finder"]:
-        r = c["manual_over_finder"]
+    own, search = finder["time_s"]["mean"], c["manual_search_time_s"]
+    if own and search:
+        r = search / own
         s += (f", {r:.1f}x less compute" if r >= 1 else f", {1 / r:.1f}x more compute") + (
-            f" ({c['finder_time_s']:.1f} s vs {c['manual_search_time_s']:.1f} s for the whole manual search, per seed)")
+            f" ({own:.1f} s vs {search:.1f} s for the whole manual search, per seed)")
     if finder["n"] < finder["n_trials"]:
-        s += (f"; {finder['n_trials'] - finder['n']} of {finder['n_trials']} finder trials did not finish "
+        s += (f"; {finder['n_trials'] - finder['n']} of {finder['n_trials']} {label} trials did not finish "
               f"({_status_counts(finder)})")
     return s + "."
 
@@ -650,7 +663,7 @@ def summarize(exp_dir: Path, target_acc: float | None = None) -> dict:
 
     lr_finder = None
     if ft is not None and ft.lr_finder:
-        lr_finder = {k: v for k, v in ft.lr_finder.items() if k not in ("lr", "loss")}
+        lr_finder = {k: v for k, v in ft.lr_finder.items() if k not in _CURVE_KEYS}
     summary = {
         "experiment": exp_dir.name,
         "target_acc": target_acc,

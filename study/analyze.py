@@ -69,18 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarize(local, target_acc=args.target_acc)
     except (NotAnExperiment, ConfigError) as e:
         _fail(str(e))
-    from study.report import OUTPUTS, format_table, write_report  # matplotlib: only when there is a report to write
+    from study import report  # matplotlib: only when there is a report to write
 
     try:
-        paths = write_report(local, summary)
-        storage.publish(local, args.exp_dir, OUTPUTS)
+        paths = report.write_report(local, summary)
+        storage.publish(local, args.exp_dir, report.OUTPUTS)
     except OSError as e:
         sys.stderr.write(f"{PROG}: error: cannot write the report: {e}\n")
         return 1
-    print(format_table(summary))
+    print(report.format_table(summary))
     print()
-    for setting in summary["settings"].values():  # the verdict, one line per optimiser
-        print(setting["verdict"])
+    for line in report.verdict_lines(summary):  # the verdicts: per optimiser, one line per finder rule
+        print(line)
     print(f"report: {paths['report']}")
     if storage.is_uri(args.exp_dir):
         print(f"uploaded to: {args.exp_dir}")

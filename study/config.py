@@ -7,9 +7,10 @@ import math
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from trainables.finder_rules import RULES as FINDER_RULES
+
 SEARCHES = ("grid", "asha")
 OPTIMIZERS = ("sgd", "adam")
-FINDER_RULES = ("steepest", "valley", "minimum")
 FINDER_MODES = ("exponential", "linear")
 ARMS = ("finder", "manual", "cyclic")
 PRESETS = ("writeup",)
@@ -72,7 +73,7 @@ class StudyConfig:
     finder_max_lr: float = _opt(1.0, "range test: highest LR", float)
     finder_num_training: int = _opt(100, "range test: number of steps (LRs tried)", int)
     finder_mode: str = _opt("exponential", "range test: how the LR grows per step", choices=FINDER_MODES)
-    finder_rules: tuple[str, ...] = _opt(("steepest",), "how the range test's curve becomes one LR: steepest, valley, minimum; one finder trial per rule, the first is the 'finder' arm", _names(FINDER_RULES))
+    finder_rules: tuple[str, ...] = _opt(("lightning", "valley"), "how the range test's curve becomes one LR, one finder trial per rule, the first is the 'finder' arm: lightning (Lightning's own suggestion, installed version), steepest (Lightning < 2.5.3), fastai's valley, minimum, steep, slide", _names(FINDER_RULES))
     # -- resources and cluster ----------------------------------------------------------------
     cpus_per_trial: int = _opt(1, "CPUs (and torch threads) per trial", int)
     gpus_per_trial: float | None = _opt(None, "GPUs per trial, fractions allowed (default: 0 without GPUs, 0.25 with)", float)
@@ -144,10 +145,14 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+def build_parser(prog: str, description: str, only: tuple[str, ...] | None = None,
+                 defaults: dict | None = None) -> argparse.ArgumentParser:
+    """One flag per StudyConfig field (or per field in `only`); `defaults`: a tool's own defaults."""
     parser = _Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
     for f in fields(StudyConfig):
-        meta, default = f.metadata, f.default
+        if only is not None and f.name not in only:
+            continue
+        meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
         shown = ",".join(f"{v:g}" if isinstance(v, float) else v for v in default) if isinstance(default, tuple) else default
         help_text = f"{meta['help']} (default: {shown})"
         if isinstance(default, bool):
@@ -158,10 +163,11 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> StudyConfig:
-    """Only the flags given on the command line override the defaults (and --smoke's shrinking)."""
+def config_from_args(args: argparse.Namespace, defaults: dict | None = None) -> StudyConfig:
+    """Only the flags given on the command line override the defaults (a tool's own `defaults`,
+    then StudyConfig's), the preset and --smoke's shrinking."""
     given = {k: v for k, v in vars(args).items() if k in {f.name for f in fields(StudyConfig)}}
-    config = StudyConfig(**given)
+    config = StudyConfig(**{**(defaults or {}), **given})
     if config.preset:
         config = replace(config, **{k: v for k, v in PRESET[config.preset].items() if k not in given})
     if config.smoke:

@@ -37,7 +37,7 @@ OUTPUTS = ("summary.json", "comparison.csv", "report.md", *FIGURES.values())  # 
 _STYLE = {"finished": "-", "pruned": "--", "diverged": ":", "error": "-."}
 _FINDER_COLOUR = "tab:red"
 _CYCLIC_COLOUR = "tab:green"
-_RULE_MARKERS = {"steepest": "*", "valley": "D", "minimum": "^"}
+_RULE_MARKERS = {"lightning": "o", "steepest": "*", "valley": "D", "minimum": "^", "steep": "v", "slide": "s"}
 _MORE_MARKERS = ("P", "X", "v", "h", "<", ">")
 MAX_FINDER_CURVES = 6  # more range-test curves than this in one panel: only the first seed's are drawn
 
@@ -214,33 +214,59 @@ def plot_train_curves(trials: list[TrialRecord], rows: dict) -> Figure | None:
     return fig
 
 
-def plot_lr_finder(curve: dict | None, chosen_lr: float | None) -> Figure | None:
-    """Loss vs LR (log x), the chosen LR marked; None without a usable curve."""
-    usable = _usable(curve)
-    if usable is None:
-        return None
-    lr, loss, ok = usable
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
-    ax.plot(lr[ok], loss[ok], color="tab:blue", lw=1.5, label="training loss")
+def _draw_range_test(ax, curve: dict, colour, label: str, trained: set[str]) -> np.ndarray:
+    """One range test on `ax`: its raw per-step losses (faint), the debiased curve the rules read,
+    Lightning's own recorded curve (dotted) and every rule's pick as a marker shaped by the rule
+    (on Lightning's curve for `lightning`, which reads it; black edge: a rule this study trained).
+    Returns the finite losses drawn."""
+    lr, loss, ok = _usable(curve)
+    ax.plot(lr[ok], loss[ok], color=colour, lw=1.5, label=label)
+    drawn = [loss[ok]]
+    for key, style in (("loss_raw", {"lw": 0.8, "alpha": 0.3}), ("loss_lightning", {"lw": 1, "ls": ":"})):
+        other = _floats(curve.get(key) or [])
+        if len(other) == len(lr):
+            ax.plot(lr[ok], other[ok], color=colour, **style)
+            drawn.append(other[ok])
+    for rule, pick in (curve.get("suggestions") or {}).items():
+        if not (isinstance(pick, (int, float)) and pick > 0):
+            continue
+        ys = _floats(curve.get("loss_lightning") or []) if rule == "lightning" else loss
+        ys = ys if len(ys) == len(lr) else loss
+        fin = ok & np.isfinite(ys)
+        order = np.argsort(lr[fin])
+        y = float(np.interp(np.log10(pick), np.log10(lr[fin][order]), ys[fin][order])) if fin.any() else np.nan
+        ax.plot([pick], [y], ls="none", marker=_marker(rule), ms=11 if rule in trained else 8, color=colour,
+                mec="black" if rule in trained else colour, mew=1.5 if rule in trained else 0.5, zorder=5)
+    finite = np.concatenate(drawn)
+    return finite[np.isfinite(finite)]
+
+
+def _range_test_axes(ax, losses: np.ndarray, title: str, rules: list[str]) -> None:
+    if losses.size:
+        hi = np.percentile(losses, 90)
+        if hi > 0 and losses.max() > 2 * hi:  # keep the blow-up at high LR from flattening the curve
+            ax.set_ylim(top=1.5 * hi)
+    for rule in rules:
+        ax.plot([], [], ls="none", marker=_marker(rule), ms=9, color="lightgrey", mec="black", label=f"pick: {rule}")
+    ax.plot([], [], color="grey", lw=0.8, alpha=0.3, label="raw loss per step")
+    ax.plot([], [], color="grey", lw=1, ls=":", label="Lightning's recorded curve")
     ax.set_xscale("log")
-    hi = np.percentile(loss[ok & np.isfinite(loss)], 90)
-    if hi > 0 and np.nanmax(loss[ok]) > 2 * hi:  # keep the blow-up at high LR from flattening the curve
-        ax.set_ylim(top=1.5 * hi)
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("loss")
-    rule = curve.get("rule") or "suggestion"
-    if chosen_lr is not None and chosen_lr > 0:
-        light = curve.get("lightning_suggestion")
-        same = " = Lightning's suggestion" if isinstance(light, (int, float)) and light == chosen_lr else ""
-        ax.axvline(chosen_lr, color=_FINDER_COLOUR, lw=2, label=f"chosen lr={chosen_lr:.3g} ({rule}{same})")
-    light = curve.get("lightning_suggestion")
-    if isinstance(light, (int, float)) and light > 0 and light != chosen_lr:
-        ax.axvline(light, color="grey", ls="--", lw=1,
-                   label=f"Lightning {curve.get('lightning_version', '')} suggestion {light:.3g}".replace("  ", " "))
-    ax.set_title("LR finder: loss vs learning rate")
+    ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=7)
+
+
+def plot_lr_finder(curve: dict | None, trained: tuple[str, ...] = ()) -> Figure | None:
+    """One range test, loss vs LR (log x), every rule's pick marked; None without a usable curve."""
+    if _usable(curve) is None:
+        return None
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot()
+    losses = _draw_range_test(ax, curve, "tab:blue", "debiased EMA of the raw loss (what the rules read)", set(trained))
+    _range_test_axes(ax, losses, f"LR finder: loss vs learning rate (Lightning {curve.get('lightning_version', '?')})",
+                     list(curve.get("suggestions") or {}))
     return fig
 
 
@@ -274,24 +300,21 @@ def _legend(ax, **kw) -> None:
 
 
 def plot_lr_finders(trials: list[TrialRecord], rows: dict, optimizers: list[str] | None = None) -> Figure | None:
-    """Every range test's loss vs LR (log x), each trial's choice marked on its curve.
+    """Every range test's loss vs LR (log x), every rule's pick marked on its curve.
 
-    One curve: the single-trial figure (`plot_lr_finder`). Several: one panel per optimiser, one
+    One curve: the single-test figure (`plot_lr_finder`). Several: one panel per optimiser, one
     curve per distinct range test (colour = seed; finder trials sharing one test share its curve),
-    each finder trial's LR as a marker whose shape is its rule, a cyclic trial as a green bar from
-    its min to its max LR. A panel with more than MAX_FINDER_CURVES curves shows its first seed only.
+    a cyclic trial as a green bar from its min to its max LR. A panel with more than
+    MAX_FINDER_CURVES curves shows its first seed only.
     """
     cands = [t for t in trials if t.arm in RANGE_TEST_ARMS and _usable(t.lr_finder)]
     if not cands:
         return None
-    if len(cands) == 1:
-        t = cands[0]
-        chosen = t.lr_finder.get("suggestion") if t.arm == "finder" else None
-        if not isinstance(chosen, (int, float)):
-            chosen = (rows.get(t.name) or {}).get("lr")
-        return plot_lr_finder(t.lr_finder, chosen)
+    trained = tuple(dict.fromkeys(t.finder_rule for t in cands if t.arm == "finder" and t.finder_rule))
+    if len(_distinct_curves(cands)) == 1:
+        return plot_lr_finder(cands[0].lr_finder, trained)
     opts = _panels(optimizers, [t.optimizer for t in cands])
-    fig = Figure(figsize=(6.5 * len(opts) + 2, 4.8))
+    fig = Figure(figsize=(6.5 * len(opts) + 2.5, 4.8))
     axes = fig.subplots(1, len(opts), squeeze=False)[0]
     cmap = matplotlib.colormaps["tab10"]
     for ax, opt in zip(axes, opts):
@@ -301,43 +324,25 @@ def plot_lr_finders(trials: list[TrialRecord], rows: dict, optimizers: list[str]
         if len(curves) > MAX_FINDER_CURVES:
             seed0 = min((t.seed for t in mine), key=lambda s: (s is None, s if isinstance(s, (int, float)) else 0))
             curves, note = _distinct_curves([t for t in mine if t.seed == seed0]), f", seed {seed0} only"
-        finite = []
+        drawn, rules = [], {}
         for i, group in enumerate(curves):
-            lr, loss, ok = _usable(group[0].lr_finder)
             colour = cmap(i % 10)
             seeds = ", ".join(dict.fromkeys(str(t.seed) for t in group))
-            ax.plot(lr[ok], loss[ok], color=colour, lw=1.3, label=f"range test, seed {seeds}")
+            curve = group[0].lr_finder
+            drawn.append(_draw_range_test(ax, curve, colour, f"range test, seed {seeds}", set(trained)))
+            rules.update(dict.fromkeys(curve.get("suggestions") or {}))
+            lr, loss, ok = _usable(curve)
             fin = ok & np.isfinite(loss)
-            finite.append(loss[fin])
             order = np.argsort(lr[fin])
-            xs, ys = np.log10(lr[fin][order]), loss[fin][order]
             for t in group:
                 row = rows.get(t.name) or {}
                 chosen = row.get("lr")
-                if not (isinstance(chosen, (int, float)) and chosen > 0):
-                    continue
-                y = float(np.interp(np.log10(chosen), xs, ys))
-                if t.arm == "cyclic":
+                if t.arm == "cyclic" and isinstance(chosen, (int, float)) and chosen > 0:
+                    y = float(np.interp(np.log10(chosen), np.log10(lr[fin][order]), loss[fin][order]))
                     low = row.get("cyclic_min_lr") or chosen
                     ax.plot([low, chosen], [y, y], color=_CYCLIC_COLOUR, lw=4, marker="|", ms=14, zorder=4,
                             label="cyclic: min to max LR")
-                else:
-                    ax.plot([chosen], [y], ls="none", marker=_marker(t.finder_rule), ms=12, color=colour,
-                            mec="black", zorder=5)
-        for rule in dict.fromkeys(t.finder_rule for t in mine if t.arm == "finder"):
-            ax.plot([], [], ls="none", marker=_marker(rule), ms=10, color="lightgrey", mec="black",
-                    label=f"finder pick: {rule}")
-        every = np.concatenate(finite) if finite else np.array([])
-        if every.size:
-            hi = np.percentile(every, 90)
-            if hi > 0 and every.max() > 2 * hi:
-                ax.set_ylim(top=1.5 * hi)
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate (log scale)")
-        ax.set_ylabel("loss")
-        ax.set_title(f"LR finder, {opt}{note}")
-        ax.grid(alpha=0.3, which="both")
-        _legend(ax, fontsize=7)
+        _range_test_axes(ax, np.concatenate(drawn) if drawn else np.array([]), f"LR finder, {opt}{note}", list(rules))
     return fig
 
 
@@ -477,10 +482,18 @@ def _rules_lines(setting: dict) -> list[str]:
     return lines
 
 
+def verdict_lines(summary: dict) -> list[str]:
+    """One sentence per range-test arm (each finder rule, cyclic) and optimiser, the primary finder first."""
+    return [v for st in summary.get("settings", {}).values()
+            for v in (st.get("verdicts") or {"finder": st.get("verdict", "")}).values()]
+
+
 def _setting_lines(summary: dict, opt: str, setting: dict) -> list[str]:
     trials = [t for t in summary.get("trials", []) if t.get("optimizer") == opt]
     c = setting.get("compute") or {}
-    lines = [f"## Optimizer: {opt}", "", f"**Verdict.** {setting.get('verdict', '')}", ""]
+    verdicts = list((setting.get("verdicts") or {"finder": setting.get("verdict", "")}).values())
+    lines = [f"## Optimizer: {opt}", "", "**Verdict.** " + verdicts[0], ""]
+    lines += [f"- {v}" for v in verdicts[1:]] + ([""] if verdicts[1:] else [])
     if not trials:
         return lines
     lines += ["### Arms", "", markdown_table(arms_frame(setting)), "",

@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.format_table(summary))
     print()
-    for setting in summary["settings"].values():  # the verdict, one line per optimiser
-        print(setting["verdict"])
+    for line in report.verdict_lines(summary):  # the verdicts: per optimiser, one line per finder rule
+        print(line)
     print(f"\nStudy wall time {seconds['wall_s']:.1f} s: data {seconds['data_s']:.1f} s, Ray start-up "
           f"{seconds['ray_start_s']:.1f} s, Ray Tune {seconds['tune_s']:.1f} s, Ray shutdown {seconds['ray_shutdown_s']:.1f} s, "
           f"analysis and report {seconds['analysis_s']:.1f} s (Python imports not counted).")

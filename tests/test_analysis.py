@@ -79,7 +79,7 @@ def manual_rows(lr, tid, start, reports, val_accs, val_losses, times, test=None,
 
 FINDER_CURVE = {"lr": [1e-5 * 10 ** (k / 4) for k in range(25)], "loss": [2.3 - 0.05 * k for k in range(20)]
                 + [1.5, 3.0, float("nan"), float("inf"), 9.0], "rule": "steepest", "suggestion": 0.03,
-                "lightning_suggestion": 0.02, "min_lr": 1e-5, "max_lr": 10.0, "num_training": 25,
+                "suggestions": {"lightning": 0.02, "steepest": 0.03, "valley": 0.005}, "lightning_suggestion": 0.02, "min_lr": 1e-5, "max_lr": 10.0, "num_training": 25,
                 "mode": "exponential", "finder_time_s": 5.0, "lightning_version": "2.6.0"}
 
 
@@ -210,7 +210,7 @@ def test_nan_and_missing_values_become_null(exp):
 def test_verdict_sentence(exp):
     s = summarize(exp)
     assert s["verdict"] == s["settings"]["sgd"]["verdict"] == (
-        "sgd: finder vs best manual (lr=0.01): +2.50 points of test accuracy over 1 seed, 3.0x less compute "
+        "sgd: finder (steepest) vs best manual (lr=0.01): +2.50 points of test accuracy over 1 seed, 3.0x less compute "
         "(35.0 s vs 104.0 s for the whole manual search, per seed).")
     assert s["first_run_verdict"] == (
         "The LR finder (lr=0.03) reached 89.50% test accuracy, 2.50 points above the best manual LR "
@@ -246,8 +246,8 @@ def test_failed_finder_gives_null_and_says_so(exp):
     assert s["finder"] is None and s["time_cost_ratio"] is None
     assert s["first_run_verdict"].startswith(
         "The finder trial did not finish (error: ValueError: lr_find returned no suggestion)")
-    assert s["verdict"] == ("sgd: no finder trial finished (of 1: 1 error, first error: ValueError: lr_find "
-                            "returned no suggestion), so finder and best manual cannot be compared.")
+    assert s["verdict"] == ("sgd: no finder (steepest) trial finished (of 1: 1 error, first error: ValueError: lr_find "
+                            "returned no suggestion), so finder (steepest) and best manual cannot be compared.")
     assert s["arms"]["finder"]["n"] == 0 and s["paired"]["n"] == 0 and s["paired"]["test_acc_diff"]["mean"] is None
     assert s["trials"][0]["status"] == "error" and s["best_manual"]["lr"] == 0.01
 
@@ -386,8 +386,8 @@ def test_report_without_data_skips_figures(tmp_path):
     assert s["finder"] is None and s["best_manual"] is None
     assert s["first_run_verdict"] == ("The finder trial did not finish (error: ValueError: boom); no manual trial "
                                       "finished (of 1), so the two arms cannot be compared.")
-    assert s["verdict"] == ("sgd: no finder trial finished (of 1: 1 error, first error: ValueError: boom); no manual "
-                            "trial finished (of 1), so finder and best manual cannot be compared.")
+    assert s["verdict"] == ("sgd: no finder (steepest) trial finished (of 1: 1 error, first error: ValueError: boom); no manual "
+                            "trial finished (of 1), so finder (steepest) and best manual cannot be compared.")
     assert set(paths) == {"summary", "comparison", "report"} and not list(exp.glob("*.png"))
     assert paths["report"].read_text().count("_Skipped:") == 5
 
@@ -629,15 +629,25 @@ def test_multi_compute_and_verdicts(multi_reported):
     assert c["finder_time_s"] == pytest.approx(27.0) and c["manual_search_time_s"] == pytest.approx(84.0)
     assert c["manual_search_time_s_by_seed"] == [[0, 90.0], [1, 90.0], [2, 72.0]]
     sgd, adam = s["settings"]["sgd"]["verdict"], s["settings"]["adam"]["verdict"]
-    assert sgd == ("sgd: finder vs best manual (lr=0.01): +1.17 ± 1.90 points of test accuracy over 3 seeds "
+    assert sgd == ("sgd: finder (steepest) vs best manual (lr=0.01): +1.17 ± 1.90 points of test accuracy over 3 seeds "
                    "(paired t-test p = 0.12), 3.1x less compute (27.0 s vs 84.0 s for the whole manual search, "
                    "per seed).")
     lo, hi = s["settings"]["sgd"]["paired"]["test_acc_diff"]["ci95"]
     assert f"± {100 * (hi - lo) / 2:.2f} points" in sgd  # ± is the half-width of the 95 % interval
-    assert adam == ("adam: finder vs best manual (lr=0.001): +1.00 points of test accuracy over 1 seed, 3.0x less "
-                    "compute (20.0 s vs 60.0 s for the whole manual search, per seed); 1 of 2 finder trials did not "
-                    "finish (1 error).")
+    assert adam == ("adam: finder (steepest) vs best manual (lr=0.001): +1.00 points of test accuracy over 1 seed, 3.0x less "
+                    "compute (20.0 s vs 60.0 s for the whole manual search, per seed); 1 of 2 finder (steepest) "
+                    "trials did not finish (1 error).")
     assert s["verdict"] == f"{sgd} {adam}"
+    # One sentence per rule. valley - manual 0.01 on seeds 0, 1 (seed 2 diverged): -.015, +.005, mean
+    # -0.50 points; sd .01414, t(0.975, 1) = 12.706: half-width 12.706 * .01414 / sqrt 2 = 12.71 points;
+    # its own compute (25 + 25) / 2 = 25 s against 84 s: 3.4x.
+    verdicts = s["settings"]["sgd"]["verdicts"]
+    assert list(verdicts) == ["finder", "finder:valley", "cyclic"] and verdicts["finder"] == sgd
+    assert verdicts["finder:valley"] == (
+        "sgd: finder (valley) vs best manual (lr=0.01): -0.50 ± 12.71 points of test accuracy over 2 seeds "
+        "(paired t-test p = 0.7), 3.4x less compute (25.0 s vs 84.0 s for the whole manual search, per seed); "
+        "1 of 3 finder (valley) trials did not finish (1 diverged).")
+    assert verdicts["cyclic"].startswith("sgd: cyclic (steepest) vs best manual (lr=0.01): +2.17")  # .015 .025 .025
 
 
 def test_multi_failed_arm_verdict_is_plain(multi):
@@ -647,13 +657,13 @@ def test_multi_failed_arm_verdict_is_plain(multi):
                 status="error-no-results")
     s = summarize(multi)
     assert s["settings"]["adam"]["verdict"] == (
-        "adam: no finder trial finished (of 2: 2 error, first error: RuntimeError: LR finder gave no suggestion), "
-        "so finder and best manual cannot be compared.")
-    assert s["settings"]["sgd"]["verdict"].startswith("sgd: finder vs best manual (lr=0.01): +1.17")
+        "adam: no finder (steepest) trial finished (of 2: 2 error, first error: RuntimeError: LR finder gave no suggestion), "
+        "so finder (steepest) and best manual cannot be compared.")
+    assert s["settings"]["sgd"]["verdict"].startswith("sgd: finder (steepest) vs best manual (lr=0.01): +1.17")
     for d in multi.glob("manual_adam_*"):
         shutil.rmtree(d)
     assert summarize(multi)["settings"]["adam"]["verdict"].endswith(
-        "; there is no manual trial, so finder and best manual cannot be compared.")
+        "; there is no manual trial, so finder (steepest) and best manual cannot be compared.")
 
 
 def test_configured_optimizer_without_trials_says_so(multi):
@@ -738,7 +748,12 @@ def test_lr_finder_figure_one_curve_per_range_test(multi_reported):
     assert curves == ["range test, seed 0", "range test, seed 1", "range test, seed 2"]  # shared tests drawn once
     assert len([ln for ln in adam.get_lines() if ln.get_label().startswith("range test")]) == 1
     legend = {t.get_text() for t in sgd.get_legend().get_texts()}
-    assert {"finder pick: steepest", "finder pick: valley", "cyclic: min to max LR"} <= legend
+    assert {"pick: lightning", "pick: steepest", "pick: valley", "cyclic: min to max LR", "raw loss per step",
+            "Lightning's recorded curve"} <= legend
+    # every rule's pick is marked on every curve; the trained rules (steepest, valley) with a black edge
+    picks = [ln for ln in sgd.get_lines() if ln.get_marker() in ("o", "*", "D") and len(ln.get_xdata()) == 1]
+    assert sorted(ln.get_xdata()[0] for ln in picks) == pytest.approx(sorted([0.005, 0.02, 0.03] * 3))
+    assert {ln.get_marker() for ln in picks if ln.get_markeredgecolor() == "black"} == {"*", "D"}
 
 
 def test_cli_prints_one_verdict_line_per_optimizer(multi, capsys):
@@ -746,7 +761,9 @@ def test_cli_prints_one_verdict_line_per_optimizer(multi, capsys):
     out = capsys.readouterr().out.splitlines()
     s = json.loads((multi / "summary.json").read_text())
     i = out.index(s["settings"]["sgd"]["verdict"])
-    assert out[i + 1] == s["settings"]["adam"]["verdict"] and out[i + 2] == f"report: {multi / 'report.md'}"
+    sgd = s["settings"]["sgd"]["verdicts"]
+    assert out[i:i + 3] == [sgd["finder"], sgd["finder:valley"], sgd["cyclic"]]  # one line per rule and arm
+    assert out[i + 3] == s["settings"]["adam"]["verdict"] and out[i + 4] == f"report: {multi / 'report.md'}"
     assert (multi / "test_acc_vs_lr.png").read_bytes()[:8] == PNG_MAGIC
 
 

@@ -40,10 +40,11 @@ def test_smoke_shrinks_unless_told_otherwise():
     assert parse("--smoke", "--epochs", "5").epochs == 5
 
 
-def test_grid_points_are_the_finder_plus_each_lr():
+def test_grid_points_are_a_finder_trial_per_default_rule_plus_each_lr():
     points = trial_points(StudyConfig(lrs=(1e-3, 1e-1), seed=4))
     common = {"seed": 4, "optimizer": "sgd"}
-    assert points == [{"arm": "finder", "lr": None, "finder_rule": "steepest", **common},
+    assert points == [{"arm": "finder", "lr": None, "finder_rule": "lightning", **common},
+                      {"arm": "finder", "lr": None, "finder_rule": "valley", **common},
                       {"arm": "manual", "lr": 1e-3, "finder_rule": None, **common},
                       {"arm": "manual", "lr": 1e-1, "finder_rule": None, **common}]
 

@@ -1,4 +1,4 @@
-"""LeNet-5, the LightningModule and the LR-finder rules, on tiny in-memory data (real Lightning)."""
+"""LeNet-5 and the LightningModule, on tiny in-memory data (real Lightning)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import torch
 
 from tests.conftest import make_idx_dir
 from trainables.data import batches, load_dataset
-from trainables.finder import range_test, suggest
 from trainables.model import lenet5
 from trainables.module import Diverged, LitLeNet
 
@@ -101,52 +100,3 @@ def test_cyclic_lr_moves_between_its_bounds(tmp_path):
 def test_unknown_optimizer_is_refused():
     with pytest.raises(ValueError, match="unknown optimizer"):
         LitLeNet(lr=0.1, optimizer="rmsprop")
-
-
-# -- finder rules on curves with a known answer ---------------------------------------------------
-LRS = list(np.logspace(-6, 0, 61))  # 10 points per decade
-
-
-def curve(drop_at: float, width: float = 0.3, blow_at: float = 0.3) -> list[float]:
-    """A range-test-like loss: flat, a sigmoid drop centred at `drop_at`, then a blow-up."""
-    x = np.log10(LRS)
-    loss = 2.3 - 2.0 / (1 + np.exp(-(x - np.log10(drop_at)) / width))
-    return list(loss + np.where(np.asarray(LRS) > blow_at, (x - np.log10(blow_at)) * 20, 0))
-
-
-def test_steepest_rule_finds_the_middle_of_the_drop():
-    assert suggest(LRS, curve(1e-3), "steepest") == pytest.approx(1e-3, rel=0.3)
-    assert suggest(LRS, curve(1e-2), "steepest") == pytest.approx(1e-2, rel=0.3)
-
-
-def test_minimum_rule_is_a_tenth_of_the_lowest_loss():
-    losses = curve(1e-3)
-    assert suggest(LRS, losses, "minimum") == pytest.approx(LRS[int(np.argmin(losses[10:-1])) + 10] / 10)
-
-
-def test_valley_rule_lies_inside_the_descent_past_its_middle():
-    lr = suggest(LRS, curve(1e-3, width=0.5), "valley")
-    assert 1e-3 < lr < 0.3
-
-
-def test_rules_skip_non_finite_points_and_need_two_points():
-    losses = curve(1e-3)
-    losses[30] = float("nan")
-    assert suggest(LRS, losses, "steepest") is not None
-    assert suggest(LRS[:11], curve(1e-3)[:11], "steepest") is None
-    with pytest.raises(ValueError, match="unknown finder rule"):
-        suggest(LRS, losses, "magic")
-
-
-def test_range_test_records_the_curve_and_keeps_initial_weights(tmp_path):
-    pl.seed_everything(0, verbose=False)
-    train, val, _ = tiny_loaders(tmp_path)
-    model = LitLeNet(lr=1e-3)
-    before = [p.detach().clone() for p in model.parameters()]
-    result = range_test(trainer(default_root_dir=str(tmp_path)), model, train, num_training=30,
-                        rules=("steepest", "valley", "minimum"))
-    assert len(result.lrs) == len(result.losses) > 11 and result.seconds > 0
-    assert all(1e-8 <= lr <= 1 for lr in result.lrs) and result.lrs == sorted(result.lrs)
-    assert set(result.suggestions) == {"steepest", "valley", "minimum"}
-    assert all(v is None or 1e-8 <= v <= 1 for v in result.suggestions.values())
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -187,7 +187,7 @@ def faulty_study(tmp_path_factory) -> dict:
     the uninterrupted reference)."""
     results = tmp_path_factory.mktemp("faulty")
     study = Study(results, "faulty", "--smoke", "--epochs", str(KILL_EPOCHS), "--lrs", "0.01,50,0.01",
-                  "--finder-num-training", "5", "--data-dir", str(real_data_dir()), log="run")
+                  "--finder-num-training", "5", "--finder-rules", "lightning", "--data-dir", str(real_data_dir()), log="run")
     try:
         trial, pid = study.wait_until(lambda: mid_training(study.exp, "manual_lr=0.01_", KILL_EPOCHS))
         os.kill(pid, signal.SIGKILL)
@@ -281,7 +281,7 @@ def interrupted_study(tmp_path_factory) -> dict:
     --resume; (3) --resume, then SIGKILL of its process group once LR 0.02 has finished and LR 0.05
     trains; (4) --resume to the end. The finder resumes in (3) or (4)."""
     results = tmp_path_factory.mktemp("interrupted")
-    args = ("--smoke", "--epochs", str(EPOCHS), "--lrs", LRS, "--finder-num-training", "30",
+    args = ("--smoke", "--epochs", str(EPOCHS), "--lrs", LRS, "--finder-num-training", "30", "--finder-rules", "lightning",
             "--finder-max-lr", "0.1", "--data-dir", str(real_data_dir()))
     resume = ("--resume", "--results-dir", str(results), "--name", "study")
     record = {}

@@ -9,6 +9,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from study.config import SMOKE, StudyConfig
+from study.sensitivity import SETTINGS
+from tests.conftest import real_data_dir, run_module
 
 pytestmark = pytest.mark.slow
 SCALARS = {"train_loss", "train_acc", "val_loss", "val_acc"}
@@ -25,7 +27,7 @@ def rows(trial: Path) -> list[dict]:
 def test_every_trial_finished_all_epochs(smoke_study):
     exp, proc = smoke_study
     trials = trial_dirs(exp)
-    expected = 1 + len(StudyConfig().lrs)
+    expected = len(StudyConfig().finder_rules) + len(StudyConfig().lrs)
     assert len(trials) == expected
     for trial in trials:
         history = rows(trial)
@@ -47,16 +49,23 @@ def test_manual_trials_train_with_their_own_lr(smoke_study):
     assert sorted(rows(t)[-1]["lr"] for t in manual) == sorted(StudyConfig().lrs)
 
 
-def test_finder_trial_records_its_lr_curve_and_time(smoke_study):
+def test_finder_trials_record_their_curve_and_train_with_their_rules_pick(smoke_study):
     exp, _ = smoke_study
-    [finder] = [t for t in trial_dirs(exp) if json.loads((t / "params.json").read_text())["arm"] == "finder"]
-    record = json.loads((finder / "lr_finder.json").read_text())
-    history = rows(finder)
-    assert record["rule"] == "steepest" and record["suggestion"] > 0
-    assert len(record["lr"]) == len(record["loss"]) > 11
-    assert {"min_lr", "max_lr", "num_training", "mode", "lightning_version"} <= set(record)
-    assert all(r["lr"] == pytest.approx(record["suggestion"]) for r in history)  # trained with the pick
-    assert history[0]["finder_time_s"] == pytest.approx(record["finder_time_s"]) and record["finder_time_s"] > 0
+    finders = [t for t in trial_dirs(exp) if json.loads((t / "params.json").read_text())["arm"] == "finder"]
+    records = {json.loads((t / "params.json").read_text())["finder_rule"]: (t, json.loads((t / "lr_finder.json").read_text()))
+               for t in finders}
+    assert sorted(records) == sorted(StudyConfig().finder_rules) == ["lightning", "valley"]
+    for rule, (trial, record) in records.items():
+        history = rows(trial)
+        assert record["rule"] == rule and record["suggestion"] == record["suggestions"][rule] > 0
+        assert len(record["lr"]) == len(record["loss"]) == len(record["loss_raw"]) == len(record["loss_lightning"]) > 11
+        assert record["loss"][0] == record["loss_raw"][0] and record["lightning_suggestion"] == record["suggestions"]["lightning"]
+        assert {"min_lr", "max_lr", "num_training", "mode", "lightning_version", "suggestions_lightning_curve"} <= set(record)
+        assert all(r["lr"] == pytest.approx(record["suggestion"]) for r in history)  # trained with the pick
+        assert history[0]["finder_time_s"] == pytest.approx(record["finder_time_s"]) and record["finder_time_s"] > 0
+    # Both finder trials of the seed read the same range test: same LRs, same raw losses, same picks.
+    (_, a), (_, b) = records.values()
+    assert (a["lr"], a["loss_raw"], a["suggestions"]) == (b["lr"], b["loss_raw"], b["suggestions"])
 
 
 def test_each_trial_has_tensorboard_scalars(smoke_study):
@@ -70,7 +79,8 @@ def test_each_trial_has_tensorboard_scalars(smoke_study):
         assert [e.step for e in acc.Scalars("val_acc")] == list(range(SMOKE["epochs"]))
         assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")  # TensorBoard's HParams view
         is_finder = json.loads((trial / "params.json").read_text())["arm"] == "finder"
-        assert ("lr_finder/loss" in tags) == is_finder
+        finder_tags = {"lr_finder/lr", "lr_finder/loss", "lr_finder/loss_raw", "lr_finder/loss_lightning"}
+        assert (finder_tags <= tags) == is_finder and (not is_finder) == tags.isdisjoint(finder_tags)
 
 
 def test_experiment_records_what_produced_it(smoke_study):
@@ -98,7 +108,7 @@ def test_experiment_loads_with_rays_own_tools(smoke_study):
 
     exp, _ = smoke_study
     analysis = ExperimentAnalysis(str(exp))
-    assert len(analysis.trials) == 1 + len(StudyConfig().lrs)
+    assert len(analysis.trials) == len(StudyConfig().finder_rules) + len(StudyConfig().lrs)
     assert all(t.status == "TERMINATED" for t in analysis.trials)
 
 
@@ -123,7 +133,7 @@ def test_same_command_twice_gives_identical_metrics(smoke_study, tmp_path):
                       "--data-dir", str(real_data_dir()))
     assert proc.returncode == 0, proc.stderr[-3000:]
     first, second = metric_history(exp), metric_history(tmp_path / "again")
-    assert first.keys() == second.keys() and len(first) == 1 + len(StudyConfig().lrs)
+    assert first.keys() == second.keys() and len(first) == len(StudyConfig().finder_rules) + len(StudyConfig().lrs)
     assert first == second
 
 
@@ -169,7 +179,23 @@ def test_asha_prunes_manual_trials_but_never_the_finder(tmp_path):
     statuses = {t["arm"]: [] for t in summary["trials"]}
     for t in summary["trials"]:
         statuses[t["arm"]].append((t["status"], t["epochs"]))
-    assert statuses["finder"] == [("finished", 3)]
+    assert statuses["finder"] == [("finished", 3)] * len(StudyConfig().finder_rules)
     assert len(statuses["manual"]) == 6
     assert any(s == "pruned" and e < 3 for s, e in statuses["manual"])
     assert any(s == "finished" for s, _ in statuses["manual"])
+
+
+def test_sensitivity_range_tests_are_the_studys_own(smoke_study, tmp_path):
+    """`python -m study.sensitivity` runs the range test exactly as a finder trial does: on the smoke
+    study's data, seed 0 and Lightning's setting, every rule picks what the smoke study's trials recorded."""
+    exp, _ = smoke_study
+    proc = run_module("study.sensitivity", "--smoke", "--seeds", "1", "--optimizer", "sgd", "--results-dir",
+                      str(tmp_path), "--data-dir", str(real_data_dir()))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "finder-sensitivity" / "sensitivity.json").read_text())
+    assert [(r["setting"], r["seed"]) for r in out["rows"]] == [(s, 0) for s in SETTINGS]
+    finder = next(t for t in trial_dirs(exp) if json.loads((t / "params.json").read_text())["arm"] == "finder")
+    trial = json.loads((finder / "lr_finder.json").read_text())
+    assert out["rows"][0]["suggestions"] == trial["suggestions"]
+    assert out["rows"][0]["points"] == len(trial["lr"])
+    assert "| sgd | lightning 1e-8..1, 100 steps |" in proc.stdout

@@ -1,10 +1,14 @@
-"""Lightning's LR range test, and explicit rules that turn its loss-vs-LR curve into one LR.
+"""Lightning's LR range test (`Tuner.lr_find`), and the curve it really measured.
 
-Lightning's own `suggestion()` changed in 2.5.3 (Lightning-AI/pytorch-lightning#21141): it used
-to take the steepest descent along the sweep's index (that is, along log LR for the default
-exponential sweep) and now differentiates with respect to the linear LR. Our rules are written
-out here so the study does not silently change with the Lightning version; Lightning's own
-suggestion is recorded beside ours.
+Lightning 2.6.6 records, per step, an EMA of the training loss (beta 0.98) debiased with
+`1 - beta ** (global_step + 1)`, but `global_step` has already been incremented when its
+`_LRCallback.on_train_batch_end` runs: step k is divided by `1 - beta ** (k + 2)`, so the first
+point is about half the real loss and the curve rises for ~50 steps whatever the LR does
+(Lightning-AI/pytorch-lightning#14167). So the model records every step's raw loss itself
+(`LitLeNet.step_losses`, exact, and as long as Lightning's curve when its early stop cuts the
+test short), and the rules read `loss`: the correctly debiased EMA of those raw losses with
+Lightning's beta, the curve fastai's rules are written for. Lightning's own curve is kept as
+`loss_lightning`, and the `lightning` rule reads it, as a Lightning user's `suggestion()` does.
 """
 
 from __future__ import annotations
@@ -16,56 +20,44 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.tuner import Tuner
 
-RULES = ("steepest", "valley", "minimum")
+from trainables.finder_rules import RULES, lightning_rule, suggest
+
+BETA = 0.98  # Lightning's _LRCallback(beta=0.98), which lr_find does not let a caller change
 
 
 @dataclass
 class FinderResult:
     lrs: list[float]
-    losses: list[float]
-    suggestions: dict[str, float | None]  # rule -> LR
-    lightning_suggestion: float | None
+    loss_raw: list[float]        # each step's training loss, as the model computed it
+    loss_lightning: list[float]  # what Lightning recorded (its EMA, debiased one step late)
+    loss: list[float]            # ema_debiased(loss_raw): the curve the rules read
+    suggestions: dict[str, float | None]  # every rule -> its LR (`lightning` on loss_lightning)
+    suggestions_lightning_curve: dict[str, float | None]  # every rule applied to loss_lightning
     seconds: float
     args: dict = field(default_factory=dict)
 
+    def record(self) -> dict:
+        """What lr_finder.json holds."""
+        return {"lr": self.lrs, "loss_raw": self.loss_raw, "loss_lightning": self.loss_lightning,
+                "loss": self.loss, "suggestions": self.suggestions,
+                "suggestions_lightning_curve": self.suggestions_lightning_curve,
+                "lightning_suggestion": self.suggestions["lightning"], "ema_beta": BETA,
+                **self.args, "finder_time_s": self.seconds, "lightning_version": pl.__version__}
 
-def _finite_window(lrs, losses, skip_begin: int, skip_end: int) -> tuple[np.ndarray, np.ndarray]:
-    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
-    end = len(losses) - skip_end if skip_end else len(losses)
-    lrs, losses = lrs[skip_begin:end], losses[skip_begin:end]
-    keep = np.isfinite(losses) & np.isfinite(lrs) & (lrs > 0)
-    return lrs[keep], losses[keep]
+
+def ema_debiased(values, beta: float = BETA) -> list[float]:
+    """avg_k = beta avg_(k-1) + (1 - beta) x_k from avg_(-1) = 0, divided by 1 - beta^(k+1): loss[0] = x[0]."""
+    avg, out = 0.0, []
+    for k, x in enumerate(values):
+        avg = beta * avg + (1 - beta) * float(x)
+        out.append(avg / (1 - beta ** (k + 1)))
+    return out
 
 
-def suggest(lrs, losses, rule: str = "steepest", skip_begin: int = 10, skip_end: int = 1) -> float | None:
-    """One LR from a range-test curve, or None when the curve is too short.
-
-    - steepest: the steepest descent of the loss along log10(LR) (Lightning < 2.5.3, fastai's "steep").
-    - valley: fastai's valley rule: the longest descending stretch of the curve, 2/3 of the way down it.
-    - minimum: the LR of the lowest loss, divided by 10 (fastai's "minimum").
-    """
-    x, y = _finite_window(lrs, losses, skip_begin, skip_end)
-    if len(y) < 2:
-        return None
-    if rule == "steepest":
-        return float(x[int(np.argmin(np.gradient(y, np.log10(x))))])
-    if rule == "minimum":
-        return float(x[int(np.argmin(y))] / 10)
-    if rule == "valley":
-        # Longest strictly decreasing run ending at each point (O(n^2), n ~ 100).
-        n = len(y)
-        run = np.ones(n, dtype=int)
-        back = np.arange(n)
-        for i in range(1, n):
-            for j in range(i):
-                if y[i] < y[j] and run[j] + 1 > run[i]:
-                    run[i], back[i] = run[j] + 1, j
-        end = int(np.argmax(run))
-        start = end
-        while back[start] != start:
-            start = back[start]
-        return float(x[start + int(round((end - start) * 2 / 3))])
-    raise ValueError(f"unknown finder rule {rule!r}; choose from {', '.join(RULES)}")
+def all_suggestions(lrs, losses, num_training: int, finder=None) -> dict[str, float | None]:
+    """Every rule's pick on one curve (`lightning` through Lightning's own method)."""
+    return {rule: lightning_rule(lrs, losses, num_training, finder) if rule == "lightning"
+            else suggest(rule, lrs, losses, num_training) for rule in RULES}
 
 
 def range_test(
@@ -76,26 +68,32 @@ def range_test(
     max_lr: float = 1.0,
     num_training: int = 100,
     mode: str = "exponential",
-    rules: tuple[str, ...] = ("steepest",),
 ) -> FinderResult:
-    """Run `Tuner(trainer).lr_find` (which restores the model's weights afterwards) and apply `rules`."""
+    """Run `Tuner(trainer).lr_find` (which restores the model's weights afterwards) and apply every rule.
+
+    `model` must record its per-step training losses in `model.step_losses` while that is a list
+    (`LitLeNet` does): `lr_find` replaces the trainer's callbacks, but the model's hooks still run.
+    """
+    model.step_losses = []
     start = time.perf_counter()
-    finder = Tuner(trainer).lr_find(
-        model,
-        train_dataloaders=train_loader,
-        min_lr=min_lr,
-        max_lr=max_lr,
-        num_training=num_training,
-        mode=mode,
-        update_attr=False,
-    )
+    try:
+        finder = Tuner(trainer).lr_find(
+            model, train_dataloaders=train_loader, min_lr=min_lr, max_lr=max_lr,
+            num_training=num_training, mode=mode, update_attr=False,
+        )
+    finally:
+        raw, model.step_losses = model.step_losses, None
     seconds = time.perf_counter() - start
-    lrs, losses = [float(v) for v in finder.results["lr"]], [float(v) for v in finder.results["loss"]]
+    lrs = [float(v) for v in finder.results["lr"]]
+    lightning = [float(v) for v in finder.results["loss"]]
+    if len(raw) != len(lightning):
+        raise RuntimeError(f"range test: {len(raw)} raw losses recorded for {len(lightning)} of Lightning's points")
+    loss = ema_debiased(raw)
+    on_true = all_suggestions(lrs, loss, num_training)
+    on_lightning = all_suggestions(lrs, lightning, num_training, finder)
     return FinderResult(
-        lrs=lrs,
-        losses=losses,
-        suggestions={rule: suggest(lrs, losses, rule) for rule in rules},
-        lightning_suggestion=finder.suggestion(),
-        seconds=seconds,
+        lrs=lrs, loss_raw=[float(v) for v in raw], loss_lightning=lightning, loss=loss,
+        suggestions={**on_true, "lightning": on_lightning["lightning"]},
+        suggestions_lightning_curve=on_lightning, seconds=seconds,
         args={"min_lr": min_lr, "max_lr": max_lr, "num_training": num_training, "mode": mode},
     )

@@ -40,6 +40,7 @@ class LitLeNet(pl.LightningModule):
         # a 1-channel batch is already laid out this way, so inputs need no conversion.
         self.net = lenet5().to(memory_format=torch.channels_last)
         self._sums: dict[str, list] = {}
+        self.step_losses: list[float] | None = None  # a list: every training step's loss goes in (range tests)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -94,6 +95,10 @@ class LitLeNet(pl.LightningModule):
             raise Diverged(f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
         self._accumulate("train", logits, y, loss)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.step_losses is not None:  # the loss Lightning's LR finder smooths, as it reads it
+            self.step_losses.append(outputs["loss"].item())
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch

@@ -115,15 +115,15 @@ def _tensors(data: Dataset, device: torch.device) -> dict[str, torch.Tensor]:
 
 
 def _save_finder(trial_dir: Path, result: FinderResult, rule: str, logger: TensorBoardLogger) -> None:
-    record = {"lr": result.lrs, "loss": result.losses, "rule": rule, "suggestion": result.suggestions[rule],
-              "suggestions": result.suggestions, "lightning_suggestion": result.lightning_suggestion,
-              **result.args, "finder_time_s": result.seconds, "lightning_version": pl.__version__}
+    record = {**result.record(), "rule": rule, "suggestion": result.suggestions[rule]}
     tmp = trial_dir / "lr_finder.json.tmp"
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(trial_dir / "lr_finder.json")
-    for step, (lr, loss) in enumerate(zip(result.lrs, result.losses)):
-        logger.experiment.add_scalar("lr_finder/loss", loss, step)
-        logger.experiment.add_scalar("lr_finder/lr", lr, step)
+    curves = {"lr_finder/lr": result.lrs, "lr_finder/loss": result.loss, "lr_finder/loss_raw": result.loss_raw,
+              "lr_finder/loss_lightning": result.loss_lightning}
+    for tag, values in curves.items():
+        for step, value in enumerate(values):
+            logger.experiment.add_scalar(tag, value, step)
 
 
 def _quiet_lightning() -> None:
@@ -190,6 +190,14 @@ def train_trial(config: dict, study: StudyConfig, data: Dataset) -> None:
             tune.report(row)
 
 
+def finder_range_test(optimizer: str, study: StudyConfig, trainer: pl.Trainer, train_loader) -> tuple[LitLeNet, FinderResult]:
+    """The range test of a finder or cyclic trial: a fresh LeNet (the next draw of the seeded RNG),
+    Lightning's `lr_find` over the study's finder settings; the probe keeps its initial weights."""
+    probe = LitLeNet(lr=1e-3, optimizer=optimizer, momentum=study.momentum, divergence_check_every=0)
+    return probe, range_test(trainer, probe, train_loader, min_lr=study.finder_min_lr, max_lr=study.finder_max_lr,
+                             num_training=study.finder_num_training, mode=study.finder_mode)
+
+
 def _new_model(config, study, trainer, train_loader, trial_dir, logger, report, check_every) -> LitLeNet:
     common = {"optimizer": config["optimizer"], "momentum": study.momentum}
     if config["arm"] == "manual":
@@ -197,14 +205,12 @@ def _new_model(config, study, trainer, train_loader, trial_dir, logger, report, 
     # finder and cyclic arms: Lightning's range test on the training data gives the LR (or, for
     # Smith's cyclical arm, the top of the range), then this same trial trains with it, from the
     # same initial weights (lr_find restores them).
-    probe = LitLeNet(lr=1e-3, divergence_check_every=0, **common)
+    probe, result = finder_range_test(config["optimizer"], study, trainer, train_loader)
     rule = config["finder_rule"]
-    result = range_test(trainer, probe, train_loader, min_lr=study.finder_min_lr, max_lr=study.finder_max_lr,
-                        num_training=study.finder_num_training, mode=study.finder_mode, rules=(rule,))
     _save_finder(trial_dir, result, rule, logger)
     lr = result.suggestions[rule]
     if lr is None:
-        raise RuntimeError(f"LR finder gave no suggestion (rule {rule!r}, {len(result.losses)} points recorded)")
+        raise RuntimeError(f"LR finder gave no suggestion (rule {rule!r}, {len(result.lrs)} points recorded)")
     report.fixed.update(finder_time_s=result.seconds, finder_rule=rule)
     cyclic_min = None
     if config["arm"] == "cyclic":
