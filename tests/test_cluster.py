@@ -34,7 +34,7 @@ pytestmark = pytest.mark.cluster
 
 RAY = str(Path(sys.executable).with_name("ray"))  # the CLI of the environment running the tests
 CLUSTER_YAML = REPO / "cluster.yaml"
-SMOKE_TRIALS = 6  # --smoke: 5 manual LRs + the LR finder
+SMOKE_TRIALS = 7  # --smoke: 5 manual LRs + one finder trial per default rule (lightning, valley)
 
 
 def require(*tools: str, root: bool = False) -> None:
