@@ -164,7 +164,7 @@ def test_study_runs_resumes_and_is_analysed_on_s3(s3_port, tmp_path):
     results = s3_uri(f"{BUCKET}/studies", s3_port)
     exp = storage.join(results, "s3")
     env = {**AWS_ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    study = ["--smoke", "--subset", "2000", "--epochs", "2", "--lrs", "0.01", "--results-dir", results, "--name", "s3",
+    study = ["--smoke", "--subset", "2000", "--epochs", "2", "--lrs", "0.01", "--finder-rules", "lightning", "--results-dir", results, "--name", "s3",
              "--data-dir", str(real_data_dir())]
     proc = run_module("study.run", *study, **env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
