@@ -149,7 +149,7 @@ def test_summary_agrees_with_the_trials_own_files(smoke_study):
         for key in ("val_acc", "val_loss", "test_acc", "test_loss", "lr"):
             assert s[key] == pytest.approx(last[key]), (trial.name, key)
     finder = summary["finder"]
-    assert finder["lr"] == pytest.approx(json.loads(next(exp.glob("finder*/lr_finder.json")).read_text())["suggestion"])
+    assert finder["lr"] == pytest.approx(json.loads(next(exp.glob("finder-lightning*/lr_finder.json")).read_text())["suggestion"])
     assert finder["total_time_s"] == pytest.approx(finder["finder_time_s"] + finder["train_time_s"])
     manual = [t for t in summary["trials"] if t["arm"] == "manual"]
     assert summary["best_manual"]["val_acc"] == max(t["val_acc"] for t in manual)
