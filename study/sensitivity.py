@@ -16,6 +16,7 @@ Runs in this process on --cpus-per-trial threads; no Ray.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -39,6 +40,7 @@ DEFAULTS = {"seeds": 5, "optimizer": ("sgd", "adam"), "name": "finder-sensitivit
 
 def run_range_tests(config: StudyConfig, data) -> list[dict]:
     """One row per (optimizer, setting, seed): every rule's pick, on both curves, and the test's seconds."""
+    os.environ.setdefault("TQDM_DISABLE", "1")  # lr_find's progress bar, one per test; tqdm reads this at import
     import pytorch_lightning as pl
     import torch
 

@@ -64,7 +64,7 @@ def test_seeds_rules_cyclic_and_optimizers_multiply_the_trials():
 def test_writeup_preset_is_the_write_ups_setting():
     c = parse("--preset", "writeup")
     assert c.optimizer == ("adam",) and c.epochs == 5 and c.batch_size == 64 and c.val_size == 12_000
-    assert c.split_seed == 7 and c.normalize is False and c.lrs == (1e-5, 1e-4, 1e-1, 2e-3)
+    assert c.split_seed == 7 and c.normalize is False and c.lrs == (1e-5, 1e-4, 1e-1, 2e-3, 0.0363)
     assert (c.finder_min_lr, c.finder_max_lr, c.finder_num_training) == (1e-8, 1.0, 100)
     assert parse("--preset", "writeup", "--epochs", "2").epochs == 2
 
