@@ -1,4 +1,8 @@
-"""The study's settings: one frozen dataclass, one CLI flag per field (`lr_range` <-> `--lr-range`)."""
+"""The study's settings: one frozen dataclass, one CLI flag per field (`lr_range` <-> `--lr-range`).
+
+A bool field has the one flag that changes it: `--smoke` for a field that defaults to False,
+`--no-normalize` for one that defaults to True (the default a tool gives it, see `build_parser`).
+"""
 
 from __future__ import annotations
 
@@ -136,8 +140,9 @@ PRESET = {"writeup": {"optimizer": ("adam",), "batch_size": 64, "epochs": 5, "va
                       "finder_min_lr": 1e-8, "finder_max_lr": 1.0, "finder_num_training": 100}}
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def flag(name: str, default=None) -> str:
+    """The command-line flag of the field `name`: `--lr-range`; `--no-normalize` for a bool whose default is True."""
+    return ("--no-" if default is True else "--") + name.replace("_", "-")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -148,19 +153,25 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(prog: str, description: str, only: tuple[str, ...] | None = None,
                  defaults: dict | None = None) -> argparse.ArgumentParser:
-    """One flag per StudyConfig field (or per field in `only`); `defaults`: a tool's own defaults."""
+    """One flag per StudyConfig field (or per field in `only`); `defaults`: a tool's own defaults.
+
+    `field` <-> `--field`, except a bool that defaults to True: `normalize` <-> `--no-normalize`.
+    Only the flags given on the command line are in the parsed namespace (argument_default=SUPPRESS).
+    """
     parser = _Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
     for f in fields(StudyConfig):
         if only is not None and f.name not in only:
             continue
         meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
         shown = ",".join(f"{v:g}" if isinstance(v, float) else v for v in default) if isinstance(default, tuple) else default
-        help_text = f"{meta['help']} (default: {shown})"
-        if isinstance(default, bool):
-            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, help=help_text)
+        if default is True:  # the flag that means something is the one that turns it off
+            parser.add_argument(flag(f.name, default), dest=f.name, action="store_false",
+                                help=f"don't {meta['help']} (default: on)")
+        elif isinstance(default, bool):
+            parser.add_argument(flag(f.name), action="store_true", help=f"{meta['help']} (default: off)")
         else:
-            parser.add_argument(_flag(f.name), type=meta["parse"] or str, choices=meta["choices"],
-                                metavar=f.name.upper() if not meta["choices"] else None, help=help_text)
+            parser.add_argument(flag(f.name), type=meta["parse"] or str, choices=meta["choices"],
+                                metavar=f.name.upper() if not meta["choices"] else None, help=f"{meta['help']} (default: {shown})")
     return parser
 
 

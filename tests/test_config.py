@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from study.config import SMOKE, ConfigError, StudyConfig, build_parser, config_from_args
+from study.config import SMOKE, ConfigError, StudyConfig, build_parser, config_from_args, flag
 from study.orchestrate import _tune_settings, prepare_experiment_dir
 from study.run import main
 from study.space import manual_lrs, trial_points
@@ -22,8 +22,37 @@ def parse(*argv: str) -> StudyConfig:
 def test_every_field_is_a_documented_flag():
     help_text = build_parser("t", "").format_help()
     for f in fields(StudyConfig):
-        assert "--" + f.name.replace("_", "-") in help_text, f.name
+        assert flag(f.name, f.default) in help_text, f.name
         assert f.metadata["help"], f.name
+
+
+def test_help_lists_each_flag_once():
+    """One option string per field, and no `--no-x` twin of a switch that is off by default."""
+    options = {a.dest: a.option_strings for a in build_parser("t", "")._actions if a.dest != "help"}
+    assert sorted(options) == sorted(f.name for f in fields(StudyConfig))
+    assert options["resume"] == ["--resume"] and options["smoke"] == ["--smoke"] and options["overwrite"] == ["--overwrite"]
+    assert options["normalize"] == ["--no-normalize"] and options["lr_range"] == ["--lr-range"]
+    assert [o for opts in options.values() for o in opts if o.startswith("--no-")] == ["--no-normalize"]
+    help_text = build_parser("t", "").format_help()
+    for twin in ("--no-resume", "--no-overwrite", "--no-smoke", "--normalize "):
+        assert twin not in help_text, twin
+
+
+@pytest.mark.parametrize("argv", [["--no-resume"], ["--no-smoke"], ["--normalize"]])
+def test_removed_twins_are_unrecognized(argv, capsys):
+    assert exit_code(argv) == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_switches_set_their_field_only_when_given():
+    assert vars(build_parser("t", "").parse_args([])) == {}
+    assert vars(build_parser("t", "").parse_args(["--smoke", "--no-normalize"])) == {"smoke": True, "normalize": False}
+    assert parse("--resume", "--overwrite").resume is True and parse().resume is False
+    # a tool whose own default turns a switch on gets the `--no-` form of it
+    tool = build_parser("t", "", only=("smoke",), defaults={"smoke": True})
+    assert [a.option_strings for a in tool._actions if a.dest == "smoke"] == [["--no-smoke"]]
+    assert config_from_args(tool.parse_args([]), {"smoke": True}).smoke is True
+    assert config_from_args(tool.parse_args(["--no-smoke"]), {"smoke": True}).smoke is False
 
 
 def test_defaults_and_flags_map_one_to_one():
