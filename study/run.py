@@ -25,7 +25,7 @@ import time
 from dataclasses import fields
 
 from study import analysis, report, storage
-from study.config import ConfigError, StudyConfig, build_parser, config_from_args
+from study.config import ConfigError, StudyConfig, build_parser, config_from_args, flag
 from study.orchestrate import STUDY_FILE, connect, disconnect, experiment_dir, prepare_experiment_dir, run_study
 from trainables.data import DataError, load_dataset
 
@@ -40,8 +40,18 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _stored_config(config: StudyConfig) -> StudyConfig:
-    """On --resume, the study continues with the settings it started with."""
+def _shown(value) -> str:
+    """A setting as it is written on the command line."""
+    if isinstance(value, tuple):
+        return ",".join(_shown(v) for v in value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "not set" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _stored_config(config: StudyConfig, given: set[str]) -> StudyConfig:
+    """On --resume, the study continues with the settings it started with. A flag in `given` (those
+    on the command line) other than RESUME_FLAGS must agree with them: ConfigError naming it."""
     location = experiment_dir(config)
     try:
         stored = json.loads(storage.read_text(location, STUDY_FILE))["config"]
@@ -49,10 +59,16 @@ def _stored_config(config: StudyConfig) -> StudyConfig:
         raise
     except (OSError, ValueError, KeyError):
         raise ConfigError(f"--resume: {storage.join(location, STUDY_FILE)} is missing or unreadable") from None
-    known = {f.name for f in fields(StudyConfig)}
+    known = {f.name: f.default for f in fields(StudyConfig)}
     merged = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known}
-    merged.update({k: getattr(config, k) for k in RESUME_FLAGS})
-    return StudyConfig(**merged).validate()
+    resumed = StudyConfig(**{**merged, **{k: getattr(config, k) for k in RESUME_FLAGS}})
+    for name in known:  # in the order of --help
+        if name in given and name not in RESUME_FLAGS and getattr(config, name) != getattr(resumed, name):
+            value = getattr(config, name)
+            written = flag(name, known[name]) + ("" if isinstance(value, bool) else f" {_shown(value)}")
+            raise ConfigError(f"--resume: {written} differs from the stored study ({_shown(getattr(resumed, name))}); "
+                              f"drop the flag or start a new --name")
+    return resumed.validate()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         if config.resume:
-            config = _stored_config(config)
+            config = _stored_config(config, given=set(vars(args)))
         prepare_experiment_dir(config, create=False)  # a taken --name: refuse before anything starts
         data = load_dataset(config.data_dir, val_size=config.val_size, split_seed=config.split_seed,
                             normalize=config.normalize, subset=config.subset)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import fields, replace
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from study.config import SMOKE, ConfigError, StudyConfig, build_parser, config_from_args, flag
 from study.orchestrate import _tune_settings, prepare_experiment_dir
-from study.run import main
+from study.run import _stored_config, main
 from study.space import manual_lrs, trial_points
 from tests.conftest import run_module
 
@@ -208,3 +209,49 @@ def test_too_many_cpus_is_one_line_even_after_ray_started(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "more than any node has" in proc.stderr
+
+
+# -- --resume with flags ------------------------------------------------------------------------------
+
+def stored_study(results: Path, *argv: str) -> StudyConfig:
+    """An experiment folder whose study.json holds the config `study.run *argv` resolves to: the
+    part of the record that --resume reads (orchestrate.write_study_record writes the same dict)."""
+    config = parse(*argv, "--results-dir", str(results), "--name", "s")
+    (results / "s").mkdir(parents=True)
+    (results / "s" / "study.json").write_text(json.dumps({"config": config.to_dict(), "argv": ["study.run", *argv]}))
+    return config
+
+
+@pytest.mark.parametrize("stored, given, line", [
+    ([], ["--epochs", "5"], "--epochs 5 differs from the stored study (10)"),
+    (["--epochs", "3"], ["--epochs", "10"], "--epochs 10 differs from the stored study (3)"),
+    ([], ["--lrs", "0.1,0.01"], "--lrs 0.1,0.01 differs from the stored study (1e-05,0.0001,0.001,0.01,0.1)"),
+    ([], ["--optimizer", "adam"], "--optimizer adam differs from the stored study (sgd)"),
+    ([], ["--smoke"], "--smoke differs from the stored study (off)"),
+    ([], ["--no-normalize"], "--no-normalize differs from the stored study (on)"),
+    ([], ["--subset", "640"], "--subset 640 differs from the stored study (not set)"),
+    (["--smoke"], ["--momentum", "0.5"], "--momentum 0.5 differs from the stored study (0.9)"),
+    (["--smoke"], ["--smoke", "--subset", "640"], "--subset 640 differs from the stored study (4000)"),
+])
+def test_resume_with_a_differing_flag_names_it_and_exits_2(stored, given, line, tmp_path, capsys):
+    stored_study(tmp_path, *stored)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert exit_code(["--resume", "--results-dir", str(tmp_path), "--name", "s", *given]) == 2
+    assert capsys.readouterr().err == (f"study.run: error: --resume: {line}; drop the flag or start a new --name\n")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing written
+
+
+def test_resume_accepts_flags_equal_to_the_stored_study_and_the_resume_flags(tmp_path, capsys):
+    """Equal flags and RESUME_FLAGS pass the check: the next refusal is that the folder holds no
+    Ray Tune experiment (a study.json alone), which comes after it."""
+    stored = stored_study(tmp_path, "--smoke", "--epochs", "3", "--no-normalize")
+    argv = ["--resume", "--results-dir", str(tmp_path), "--name", "s", "--smoke", "--epochs", "3", "--no-normalize",
+            "--lrs", "1e-5,1e-4,1e-3,1e-2,1e-1", "--max-failures", "7"]
+    assert exit_code(argv) == 2
+    assert "no experiment to resume" in capsys.readouterr().err
+    resumed = _stored_config(replace(parse(*argv), resume=True), given={"resume", "results_dir", "name", "max_failures",
+                                                                        "smoke", "epochs", "normalize", "lrs"})
+    assert resumed == replace(stored, resume=True, max_failures=7)
+    assert (resumed.epochs, resumed.subset, resumed.normalize) == (3, SMOKE["subset"], False)
+    # flags not given come from the stored study, not from the defaults
+    assert _stored_config(parse("--resume", "--results-dir", str(tmp_path), "--name", "s"), given=set()) == replace(stored, resume=True)
