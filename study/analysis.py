@@ -628,6 +628,8 @@ def summarize(exp_dir: Path, target_acc: float | None = None) -> dict:
     optimizers = study_optimizers(config)
     optimizers += sorted({r["optimizer"] for r in rows} - set(optimizers))
     settings = {o: setting_summary(o, [r for r in rows if r["optimizer"] == o]) for o in optimizers}
+    for o in optimizers:
+        settings[o]["range_tests"] = range_tests([t for t in trials if t.optimizer == o])
     first = settings[optimizers[0]]
     seed0 = config.get("seed") if config.get("seed") in first["seeds"] else (first["seeds"] or [None])[0]
     run = [(t, r) for t, r in zip(trials, rows) if r["optimizer"] == optimizers[0] and r["seed"] == seed0]
@@ -688,6 +690,19 @@ def summarize(exp_dir: Path, target_acc: float | None = None) -> dict:
         "started_at": study.get("started_at"),
     }
     return clean(summary)
+
+
+def range_tests(trials: list[TrialRecord]) -> list[dict]:
+    """One range test per seed (every finder and cyclic trial of a seed reads the same curve): every
+    rule's pick on the true curve (`suggestions`) and on Lightning's recorded one."""
+    out: dict = {}
+    for t in trials:
+        f = t.lr_finder
+        if t.arm in RANGE_TEST_ARMS and f and isinstance(f.get("suggestions"), dict) and t.seed not in out:
+            out[t.seed] = {"seed": t.seed, "points": len(f.get("lr") or []), "finder_time_s": _num(f.get("finder_time_s")),
+                           "suggestions": f["suggestions"],
+                           "suggestions_lightning_curve": f.get("suggestions_lightning_curve") or {}}
+    return [out[s] for s in sorted(out, key=_seed_order)]
 
 
 def _first_valid(df: pd.DataFrame, col: str):

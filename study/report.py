@@ -244,8 +244,9 @@ def _draw_range_test(ax, curve: dict, colour, label: str, trained: set[str]) -> 
 def _range_test_axes(ax, losses: np.ndarray, title: str, rules: list[str]) -> None:
     if losses.size:
         hi = np.percentile(losses, 90)
-        if hi > 0 and losses.max() > 2 * hi:  # keep the blow-up at high LR from flattening the curve
-            ax.set_ylim(top=1.5 * hi)
+        if hi > 0 and losses.max() > 2 * hi:  # keep the blow-up at high LR from flattening the curve,
+            lo = losses.min()                  # and its huge values from pushing the bottom below 0
+            ax.set_ylim(bottom=max(0.0, lo - 0.05 * (1.5 * hi - lo)), top=1.5 * hi)
     for rule in rules:
         ax.plot([], [], ls="none", marker=_marker(rule), ms=9, color="lightgrey", mec="black", label=f"pick: {rule}")
     ax.plot([], [], color="grey", lw=0.8, alpha=0.3, label="raw loss per step")
@@ -482,6 +483,26 @@ def _rules_lines(setting: dict) -> list[str]:
     return lines
 
 
+def _range_test_lines(setting: dict) -> list[str]:
+    """Every rule's pick, seed by seed, on the range test's true curve and on Lightning's recorded one."""
+    tests = setting.get("range_tests") or []
+    if not tests:
+        return []
+    rules = list(tests[0]["suggestions"])
+    seeds = [t["seed"] for t in tests]
+    rows = []
+    for rule in rules:
+        rows.append([rule] + [" / ".join(_fmt(t[key].get(rule), ".3g") for t in tests)
+                              for key in ("suggestions", "suggestions_lightning_curve")])
+    cols = ["rule", f"true curve (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})", "Lightning's recorded curve"]
+    return ["### Range tests: every rule's pick", "",
+            "Each seed's range test, read by every rule: on the true curve (the raw losses, correctly debiased "
+            "EMA), which the finder arms train with, and on the curve Lightning 2.6 records (debiased one step "
+            "late). `lightning` is Lightning's own `suggestion()` and always reads Lightning's curve; `steepest` "
+            "on Lightning's curve is what Lightning < 2.5.3 suggested.", "",
+            markdown_table(pd.DataFrame(rows, columns=cols)), ""]
+
+
 def verdict_lines(summary: dict) -> list[str]:
     """One sentence per range-test arm (each finder rule, cyclic) and optimiser, the primary finder first."""
     return [v for st in summary.get("settings", {}).values()
@@ -501,6 +522,7 @@ def _setting_lines(summary: dict, opt: str, setting: dict) -> list[str]:
               f"included), whole manual search {_fmt(c.get('manual_search_time_s'), '.1f')} s (all manual trials "
               "of a seed, every status).", ""]
     lines += _rules_lines(setting)
+    lines += _range_test_lines(setting)
     lines += ["### Trials", "", markdown_table(table_frame(summary, markdown=True, trials=trials)), ""]
     return lines
 

@@ -786,3 +786,13 @@ def test_unreadable_history_json_falls_back_to_result_json(exp):
     d = next(exp.glob("*lr=0.0100"))
     (d / "history.json").write_text('[{"epoch": 0')  # torn
     assert read_trial_rows(d) == read_rows(d / "result.json")
+
+
+def test_lr_finder_axes_keep_the_blow_up_from_squashing_the_curve():
+    """A range test that ends in a loss of 1e6: the y axis stops at 1.5x the 90th percentile
+    and never goes below 0 (cross-entropy), so the flat-then-dipping part stays readable."""
+    lrs = [10 ** (-8 + 8 * k / 99) for k in range(100)]
+    loss = [2.3] * 90 + [2.2, 2.1, 2.0, 2.5, 10.0, 1e3, 1e4, 1e5, 1e6, 1e6]
+    fig = report.plot_lr_finder({"lr": lrs, "loss": loss, "suggestions": {"valley": 1e-2}})
+    bottom, top = fig.axes[0].get_ylim()
+    assert top == pytest.approx(1.5 * 2.3) and 0 <= bottom <= 2.0

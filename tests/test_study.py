@@ -199,3 +199,18 @@ def test_sensitivity_range_tests_are_the_studys_own(smoke_study, tmp_path):
     assert out["rows"][0]["suggestions"] == trial["suggestions"]
     assert out["rows"][0]["points"] == len(trial["lr"])
     assert "| sgd | lightning 1e-8..1, 100 steps |" in proc.stdout
+
+
+def test_summary_and_report_show_every_rules_pick_on_both_curves(smoke_study):
+    exp, _ = smoke_study
+    finder = next(t for t in trial_dirs(exp) if json.loads((t / "params.json").read_text())["arm"] == "finder")
+    record = json.loads((finder / "lr_finder.json").read_text())
+    tests = json.loads((exp / "summary.json").read_text())["settings"]["sgd"]["range_tests"]
+    assert [t["seed"] for t in tests] == [0] and tests[0]["points"] == len(record["lr"])
+    assert tests[0]["suggestions"] == record["suggestions"]
+    assert tests[0]["suggestions_lightning_curve"] == record["suggestions_lightning_curve"]
+    report = (exp / "report.md").read_text()
+    section = report.split("### Range tests: every rule's pick")[1].split("###")[0]
+    line = next(ln for ln in section.splitlines() if ln.startswith("| valley |"))
+    assert line.split("|")[2].strip() == f"{record['suggestions']['valley']:.3g}"
+    assert line.split("|")[3].strip() == f"{record['suggestions_lightning_curve']['valley']:.3g}"
