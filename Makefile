@@ -4,14 +4,17 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 ARGS   ?=
+# The versions the README's results came from (constraints.txt). To opt out, `make clean venv CONSTRAINTS=`
+# builds the venv from pyproject.toml's open ranges instead (the newest releases).
+CONSTRAINTS ?= constraints.txt
 
 .PHONY: venv data study smoke test test-fast bench clean
 
 venv: $(VENV)/.installed data
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev]'
 	touch $@
 
 # Fashion-MNIST from Debian's package when we can install it; otherwise study.run falls back
