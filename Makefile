@@ -38,7 +38,7 @@ test-fast: venv
 	$(BIN)/python -m pytest -m "not slow and not cluster" $(ARGS)
 
 bench: venv
-	$(BIN)/python -m study.bench $(ARGS)
+	$(BIN)/python -m benchmarks.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,4 +1,4 @@
-"""`python -m study.bench` runs and prints its figures (real Ray, Lightning, Fashion-MNIST, tiny
+"""`python -m benchmarks.bench` runs and prints its figures (real Ray, Lightning, Fashion-MNIST, tiny
 sizes). The figures themselves are never asserted: they are measurements, not properties."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def bench(tmp_path: Path, *args: str, **env: str) -> str:
     # The benchmark's scratch folders go to tmp_path; Ray's session folder stays in the usual
     # place (its socket paths must stay short).
-    proc = run_module("study.bench", *args, TMPDIR=str(tmp_path), RAY_TMPDIR=tempfile.gettempdir(),
+    proc = run_module("benchmarks.bench", *args, TMPDIR=str(tmp_path), RAY_TMPDIR=tempfile.gettempdir(),
                       FASHION_MNIST_DIR=str(real_data_dir()), **env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout

@@ -35,8 +35,6 @@ def test_constraints_pin_every_dependency_within_its_range():
     pinned = pins()
     for line in pyproject()["project"]["dependencies"]:
         req = Requirement(line)
-        if req.name == "psutil":  # the benchmark's, not the study's
-            continue
         assert req.name in pinned, f"{req.name} is not in constraints.txt"
         assert req.specifier.contains(pinned[req.name]), f"{req.name}=={pinned[req.name]} is outside {req.specifier}"
 
@@ -63,3 +61,13 @@ def test_cluster_setup_installs_through_the_constraints():
     assert config["file_mounts"]["~/lrstudy"] == "." and config["rsync_filter"] == [".gitignore"]
     ignored = subprocess.run(["git", "check-ignore", "-q", "constraints.txt"], cwd=REPO, timeout=60)
     assert ignored.returncode == 1
+
+
+def test_benchmarks_and_psutil_are_developer_tools_not_installed_with_the_project():
+    project = pyproject()
+    assert project["tool"]["setuptools"]["packages"] == ["study", "trainables"]
+    assert "psutil" not in {Requirement(r).name for r in project["project"]["dependencies"]}
+    assert "psutil" in {Requirement(r).name for r in project["project"]["optional-dependencies"]["dev"]}
+    assert (REPO / "benchmarks" / "bench.py").is_file() and not (REPO / "study" / "bench.py").exists()
+    bench = subprocess.run(["make", "-n", "bench"], cwd=REPO, capture_output=True, text=True, timeout=60).stdout
+    assert "-m benchmarks.bench" in bench

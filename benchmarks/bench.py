@@ -1,11 +1,14 @@
 """Benchmarks: figures and ratios measured side by side in one run. Never asserted in tests.
 
-    python -m study.bench                      # all of the below on this machine
-    python -m study.bench --only throughput    # plain PyTorch loop vs the real trial
-    python -m study.bench --only study         # the default study: wall, finder share, scheduling, memory
-    python -m study.bench --only study --study-args="--smoke"
-    python -m study.bench --only scaling       # 2 local nodes x 1 CPU against 1 node x 1 CPU
-    python -m study.bench --only overhead      # Lightning's own per-step cost, and the ratio it allows
+From the repository root (benchmarks/ is a developer tool, not installed with the project), in the
+environment of `make venv` (the `dev` extra brings psutil); `make bench ARGS="--only study"` alike:
+
+    python -m benchmarks.bench                      # all of the below on this machine
+    python -m benchmarks.bench --only throughput    # plain PyTorch loop vs the real trial
+    python -m benchmarks.bench --only study         # the default study: wall, finder share, scheduling, memory
+    python -m benchmarks.bench --only study --study-args="--smoke"
+    python -m benchmarks.bench --only scaling       # 2 local nodes x 1 CPU against 1 node x 1 CPU
+    python -m benchmarks.bench --only overhead      # Lightning's own per-step cost, and the ratio it allows
 
 throughput: a plain PyTorch loop and a real trial (Lightning + Ray reporting + TensorBoard +
     checkpointing) at the same time, each a Ray Tune trial with 1 CPU, on the same in-memory
@@ -286,7 +289,7 @@ def bench_scaling(study_args: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="study.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="benchmarks.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=("throughput", "study", "scaling", "overhead"), help="run one benchmark (default: all)")
     parser.add_argument("--epochs", type=int, default=6, help="throughput: epochs per trial (first is dropped)")
     parser.add_argument("--subset", type=int, default=None,
