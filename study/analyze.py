@@ -25,7 +25,8 @@ import argparse
 import math
 import sys
 
-from study import storage
+# Only what parsing the flags needs: --help and a bad flag answer at once; pyarrow, pandas,
+# scipy and matplotlib come in main(), after.
 from study.config import ConfigError
 
 PROG = "study.analyze"
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from study import storage
     from study.analysis import NotAnExperiment, summarize
 
     try:

@@ -6,6 +6,7 @@
     python -m study.run --address auto      # on a running Ray cluster (see docs/CLUSTER.md)
     python -m study.run --resume            # continue an interrupted study of the same --name
     python -m study.run --help              # every flag and its default
+    python -m study.run --version           # the installed lrstudy's version
 
 Results: <results-dir>/<name>/ is the Ray Tune experiment (one folder per trial with
 progress.csv, result.json, TensorBoard events), plus summary.json, comparison.csv, report.md
@@ -18,16 +19,16 @@ of the experiment, ~/.cache/lrstudy/results/s3/bucket/prefix/<name>, and uploade
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import sys
 import time
 from dataclasses import fields
 
-from study import analysis, report, storage
+# Only what parsing and validating the flags needs: --help, --version and a bad flag answer at
+# once. torch, Lightning, Ray, pandas and matplotlib (seconds to import) come in main(), after.
 from study.config import ConfigError, StudyConfig, build_parser, config_from_args, flag
-from study.orchestrate import STUDY_FILE, connect, disconnect, experiment_dir, prepare_experiment_dir, run_study
-from trainables.data import DataError, load_dataset
 
 PROG = "study.run"
 # Flags that may differ when resuming; everything else comes from the stored study.json.
@@ -52,6 +53,9 @@ def _shown(value) -> str:
 def _stored_config(config: StudyConfig, given: set[str]) -> StudyConfig:
     """On --resume, the study continues with the settings it started with. A flag in `given` (those
     on the command line) other than RESUME_FLAGS must agree with them: ConfigError naming it."""
+    from study import storage
+    from study.orchestrate import STUDY_FILE, experiment_dir
+
     location = experiment_dir(config)
     try:
         stored = json.loads(storage.read_text(location, STUDY_FILE))["config"]
@@ -71,13 +75,41 @@ def _stored_config(config: StudyConfig, given: set[str]) -> StudyConfig:
     return resumed.validate()
 
 
+class _Version(argparse.Action):
+    """--version: the installed lrstudy's version, looked up only when asked for."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version of lrstudy and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("lrstudy")
+        except PackageNotFoundError:
+            installed = "(not installed: pip install -e .)"
+        print(f"{PROG} {installed}")
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(PROG, __doc__.split("\n")[0]).parse_args(argv)
-    started = time.perf_counter()
-    seconds = {}  # where the wall time goes, in order
+    parser = build_parser(PROG, __doc__.split("\n")[0])
+    parser.add_argument("--version", action=_Version)
+    args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
+    except ConfigError as e:
+        return _fail(str(e))
+
+    # The flags are valid: only now what a study needs (seconds of imports).
+    from study import analysis, report, storage
+    from study.orchestrate import connect, disconnect, prepare_experiment_dir, run_study
+    from trainables.data import DataError, load_dataset
+
+    started = time.perf_counter()  # Python imports not counted
+    seconds = {}  # where the wall time goes, in order
+    try:
         if config.resume:
             config = _stored_config(config, given=set(vars(args)))
         prepare_experiment_dir(config, create=False)  # a taken --name: refuse before anything starts

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from study.config import SMOKE, ConfigError, StudyConfig, build_parser, config_f
 from study.orchestrate import _tune_settings, prepare_experiment_dir
 from study.run import _stored_config, main
 from study.space import manual_lrs, trial_points
-from tests.conftest import run_module
+from tests.conftest import REPO, run_module
 
 
 def parse(*argv: str) -> StudyConfig:
@@ -255,3 +258,50 @@ def test_resume_accepts_flags_equal_to_the_stored_study_and_the_resume_flags(tmp
     assert (resumed.epochs, resumed.subset, resumed.normalize) == (3, SMOKE["subset"], False)
     # flags not given come from the stored study, not from the defaults
     assert _stored_config(parse("--resume", "--results-dir", str(tmp_path), "--name", "s"), given=set()) == replace(stored, resume=True)
+
+
+# -- an instant CLI: nothing heavy before the flags are valid -----------------------------------------
+
+HEAVY = {"torch", "pytorch_lightning", "lightning", "ray", "pandas", "scipy", "matplotlib", "pyarrow"}
+
+
+def imports_and_exit(module: str, *argv: str) -> tuple[set[str], int, str, str]:
+    """The top-level packages `python -m module argv` imported (from -X importtime), its exit code,
+    stdout and its stderr without the import lines."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", module, *argv], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in lines if line.startswith("import time:")}
+    return imported, proc.returncode, proc.stdout, "\n".join(line for line in lines if not line.startswith("import time:"))
+
+
+@pytest.mark.parametrize("module, argv, code", [
+    ("study.run", ["--lrs", "-1"], 2),
+    ("study.run", ["--epochs", "0"], 2),
+    ("study.run", ["--search", "asha", "--lr-range", "1e-1,1e-5"], 2),
+    ("study.run", ["--bogus"], 2),
+    ("study.run", ["--help"], 0),
+    ("study.run", ["--version"], 0),
+    ("study.analyze", ["--help"], 0),
+    ("study.analyze", ["x", "--target-acc", "2"], 2),
+])
+def test_help_version_and_config_errors_import_nothing_heavy(module, argv, code):
+    imported, returncode, out, err = imports_and_exit(module, *argv)
+    assert returncode == code, err
+    assert imported & {"study", "argparse"} and not imported & HEAVY, sorted(imported & HEAVY)
+    assert (err.count("\n") == 0 and "error:" in err) if code else (out and not err), (out, err)
+
+
+def test_a_valid_study_imports_torch_ray_and_lightning_only_after_validation(tmp_path):
+    """The control of the test above: past validation (here, data files that are not there) the
+    same probe sees the heavy imports, and the error is still one line, exit 2."""
+    imported, returncode, _, err = imports_and_exit("study.run", "--data-dir", str(tmp_path / "none"),
+                                                    "--results-dir", str(tmp_path))
+    assert returncode == 2 and err.count("\n") == 0 and "does not hold" in err, err
+    assert {"torch", "pytorch_lightning", "ray"} <= imported
+
+
+def test_version_prints_the_projects_version():
+    expected = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    _, returncode, out, err = imports_and_exit("study.run", "--version")
+    assert (returncode, out, err) == (0, f"study.run {expected}\n", "")
