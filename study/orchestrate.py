@@ -32,7 +32,6 @@ from trainables.trainable import train_trial
 
 METRIC, MODE = "val_acc", "max"
 DEFAULT_GPU_FRACTION = 0.25  # four trials share one GPU: LeNet uses a sliver of one
-STUDY_FILE = "study.json"
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")  # written by `ray up` on the head node
 # Settings Ray Tune reads only from the environment. TensorBoard events come from Lightning inside
 # each trial; Ray's own TBX logger, added unless the first is set, would write a second copy of
@@ -55,11 +54,6 @@ class ManualOnlyASHA(ASHAScheduler):
             super().on_trial_complete(tune_controller, trial, result)
 
 
-def experiment_dir(config: StudyConfig) -> str:
-    """The experiment's location: an absolute local path, or a URI (see study/storage.py)."""
-    return storage.join(storage.storage_path(config.results_dir), config.name)
-
-
 def prepare_experiment_dir(config: StudyConfig, create: bool = True) -> str:
     """The experiment folder, refusing to clobber an earlier study unless asked to.
 
@@ -67,7 +61,7 @@ def prepare_experiment_dir(config: StudyConfig, create: bool = True) -> str:
     (--overwrite) or creates the folder only once Ray is reached and the resources fit, so a
     study that cannot start leaves the old one in place.
     """
-    path = experiment_dir(config)
+    path = storage.experiment_dir(config.results_dir, config.name)
     exists = storage.is_nonempty_dir(path)
     if config.resume:
         if not exists or not tune.Tuner.can_restore(path):
@@ -187,7 +181,7 @@ def write_study_record(path: str, config: StudyConfig, data: Dataset, resources:
               "data": {"source": data.source, **data.sizes()}, "resources_per_trial": resources,
               "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
               "trials": trial_points(config)}
-    storage.write_text(path, STUDY_FILE, json.dumps(record, indent=2))
+    storage.write_text(path, storage.STUDY_FILE, json.dumps(record, indent=2))
 
 
 def _quiet_variant_warning() -> None:

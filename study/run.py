@@ -19,7 +19,6 @@ of the experiment, ~/.cache/lrstudy/results/s3/bucket/prefix/<name>, and uploade
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
@@ -53,16 +52,15 @@ def _shown(value) -> str:
 def _stored_config(config: StudyConfig, given: set[str]) -> StudyConfig:
     """On --resume, the study continues with the settings it started with. A flag in `given` (those
     on the command line) other than RESUME_FLAGS must agree with them: ConfigError naming it."""
-    from study import storage
-    from study.orchestrate import STUDY_FILE, experiment_dir
+    from study import storage  # pyarrow's file systems, not torch or Ray: the error stays quick
 
-    location = experiment_dir(config)
+    location = storage.experiment_dir(config.results_dir, config.name)
     try:
-        stored = json.loads(storage.read_text(location, STUDY_FILE))["config"]
+        stored = json.loads(storage.read_text(location, storage.STUDY_FILE))["config"]
     except ConfigError:
         raise
     except (OSError, ValueError, KeyError):
-        raise ConfigError(f"--resume: {storage.join(location, STUDY_FILE)} is missing or unreadable") from None
+        raise ConfigError(f"--resume: {storage.join(location, storage.STUDY_FILE)} is missing or unreadable") from None
     known = {f.name: f.default for f in fields(StudyConfig)}
     merged = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known}
     resumed = StudyConfig(**{**merged, **{k: getattr(config, k) for k in RESUME_FLAGS}})
@@ -75,30 +73,24 @@ def _stored_config(config: StudyConfig, given: set[str]) -> StudyConfig:
     return resumed.validate()
 
 
-class _Version(argparse.Action):
-    """--version: the installed lrstudy's version, looked up only when asked for."""
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version of lrstudy and exit")
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            installed = version("lrstudy")
-        except PackageNotFoundError:
-            installed = "(not installed: pip install -e .)"
-        print(f"{PROG} {installed}")
-        parser.exit()
+    try:
+        return f"{PROG} {version('lrstudy')}"
+    except PackageNotFoundError:
+        return f"{PROG} (not installed: pip install -e .)"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(PROG, __doc__.split("\n")[0])
-    parser.add_argument("--version", action=_Version)
+    parser.add_argument("--version", action="version", version=_version(), help="print lrstudy's version and exit")
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
+        if config.resume:  # the stored study's flags, read through pyarrow alone: still quick
+            config = _stored_config(config, given=set(vars(args)))
     except ConfigError as e:
         return _fail(str(e))
 
@@ -110,8 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()  # Python imports not counted
     seconds = {}  # where the wall time goes, in order
     try:
-        if config.resume:
-            config = _stored_config(config, given=set(vars(args)))
         prepare_experiment_dir(config, create=False)  # a taken --name: refuse before anything starts
         data = load_dataset(config.data_dir, val_size=config.val_size, split_seed=config.split_seed,
                             normalize=config.normalize, subset=config.subset)

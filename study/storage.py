@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 from study.config import ConfigError
 
 WRITE_CHECK = ".lrstudy-write-check"
+STUDY_FILE = "study.json"  # the driver's record of a study, in its experiment folder
 
 
 def is_uri(location: str) -> bool:
@@ -32,6 +33,11 @@ def is_uri(location: str) -> bool:
 def storage_path(results_dir: str) -> str:
     """What `RunConfig(storage_path=...)` gets: a URI unchanged, a local path made absolute."""
     return results_dir if is_uri(results_dir) else str(Path(results_dir).expanduser().resolve())
+
+
+def experiment_dir(results_dir: str, name: str) -> str:
+    """The experiment's location: an absolute local path, or a URI."""
+    return join(storage_path(results_dir), name)
 
 
 def join(location: str, name: str) -> str:
