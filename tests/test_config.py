@@ -305,3 +305,12 @@ def test_version_prints_the_projects_version():
     expected = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     _, returncode, out, err = imports_and_exit("study.run", "--version")
     assert (returncode, out, err) == (0, f"study.run {expected}\n", "")
+
+
+def test_resume_with_a_differing_flag_is_refused_before_torch_ray_or_lightning(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "study.json").write_text(json.dumps({"config": StudyConfig(name="s", epochs=10).to_dict()}))
+    imported, returncode, _, err = imports_and_exit("study.run", "--resume", "--results-dir", str(tmp_path),
+                                                    "--name", "s", "--epochs", "3")
+    assert returncode == 2 and err.count("\n") == 0 and "--epochs 3 differs" in err, err
+    assert not imported & {"torch", "pytorch_lightning", "ray"}, sorted(imported & HEAVY)
