@@ -36,7 +36,7 @@ class LitLeNet(pl.LightningModule):
             raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         self.save_hyperparameters()
         self.lr = lr  # the attribute Lightning's LR finder reads
-        # channels_last: oneDNN's convolutions run ~30 % faster on CPU in this layout (study.bench);
+        # channels_last: oneDNN's convolutions run ~30 % faster on CPU in this layout (benchmarks/bench.py);
         # a 1-channel batch is already laid out this way, so inputs need no conversion.
         self.net = lenet5().to(memory_format=torch.channels_last)
         self._sums: dict[str, list] = {}
