@@ -25,6 +25,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from study import storage
+from study.progress import Progress
 from study.config import ConfigError, StudyConfig
 from study.space import trial_dirname, trial_points
 from trainables.data import Dataset
@@ -220,8 +221,12 @@ def _run_config(config: StudyConfig) -> tune.RunConfig:
         # (every 15 s at most while running, and when the trial ends), on any node.
         sync_config=tune.SyncConfig(sync_artifacts=True, sync_period=15),
         failure_config=tune.FailureConfig(max_failures=config.max_failures),
-        callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],  # progress.csv, result.json
-        verbose=1,
+        # progress.csv, result.json; and, on the console, one line per ended trial (study/progress.py)
+        # instead of Ray Tune's boxes and tables (verbose=0), which go to trials.log
+        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
+                   Progress(storage.experiment_dir(config.results_dir, config.name), len(trial_points(config)),
+                            config.epochs)],
+        verbose=0,
     )
 
 

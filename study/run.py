@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     # The flags are valid: only now what a study needs (seconds of imports).
     from study import analysis, report, storage
     from study.orchestrate import connect, disconnect, prepare_experiment_dir, run_study
+    from study.progress import LOG_FILE as PROGRESS_LOG
+    from study.space import trial_points
     from trainables.data import DataError, load_dataset
 
     started = time.perf_counter()  # Python imports not counted
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         mark = time.perf_counter()
         connect(config)
         seconds["ray_start_s"] = time.perf_counter() - mark
+        print(f"{len(trial_points(config))} trials, one line as each ends; their configs and last results go to "
+              f"{PROGRESS_LOG} in the experiment.", flush=True)
         path, seconds["tune_s"] = run_study(config, data, [PROG, *argv])
     except (ConfigError, DataError) as e:
         return _fail(str(e))

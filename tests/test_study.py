@@ -214,3 +214,23 @@ def test_summary_and_report_show_every_rules_pick_on_both_curves(smoke_study):
     line = next(ln for ln in section.splitlines() if ln.startswith("| valley |"))
     assert line.split("|")[2].strip() == f"{record['suggestions']['valley']:.3g}"
     assert line.split("|")[3].strip() == f"{record['suggestions_lightning_curve']['valley']:.3g}"
+
+
+def test_console_shows_one_line_per_ended_trial_and_trials_log_the_details(smoke_study):
+    """No Ray Tune boxes or tables on the console: a header, one line per trial as it ends (done
+    out of the total, the best so far, the time left), then the table and verdicts."""
+    exp, proc = smoke_study
+    n = len(trial_dirs(exp))
+    progress = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]
+    assert [ln.split("]")[0] for ln in progress] == [f"[{i}/{n}" for i in range(1, n + 1)], proc.stdout
+    assert all(": done, val_acc " in ln and " | best " in ln for ln in progress), progress
+    assert all("left" in ln for ln in progress[:-1]) and "left" not in progress[-1]
+    best = max(json.loads((t / "history.json").read_text())[-1]["val_acc"] for t in trial_dirs(exp))
+    assert f"| best {best:.4f} " in progress[-1]
+    # Ray Tune's one configuration box at the start stays; no box, table or status per trial
+    assert proc.stdout.count("╭") == 1 and "Trial status" not in proc.stdout and "Trial name" not in proc.stdout
+    assert len(proc.stdout.splitlines()) < 40, proc.stdout
+    log = [json.loads(line) for line in (exp / "trials.log").read_text().splitlines()]
+    assert len(log) == n and {e["status"] for e in log} == {"done"}
+    assert {e["trial"] for e in log} == {json.loads((t / "history.json").read_text())[0]["trial_id"] for t in trial_dirs(exp)}
+    assert all({"arm", "seed", "optimizer"} <= set(e["config"]) and "val_acc" in e["last_result"] for e in log)
