@@ -20,7 +20,7 @@ def trial(tid: str, arm: str, lr, val_acc, iteration: int = 2, status: str = "RU
 def test_lines_count_done_of_total_track_the_best_and_log_every_trial(tmp_path):
     lines = []
     p = Progress(str(tmp_path), total=4, epochs=2, print_line=lines.append)
-    trials = [trial("a", "finder", None, 0.8), trial("b", "manual", 0.01, 0.85), trial("c", "manual", 0.1, 0.5, 1),
+    trials = [trial("a", "finder", None, 0.8), trial("b", "manual", 0.01, 0.85), trial("c", "manual", 0.1, 0.9, 1),
               trial("d", "manual", 1.0, 0.0, 1, diverged=True)]
     p.on_step_begin(0, trials)
     for t in trials[:3]:
@@ -29,7 +29,7 @@ def test_lines_count_done_of_total_track_the_best_and_log_every_trial(tmp_path):
     assert [ln.split(" | ")[0] for ln in lines] == [
         "[1/4] finder (valley), sgd, seed 0: done, val_acc 0.8000",
         "[2/4] manual lr=0.01, sgd, seed 0: done, val_acc 0.8500",
-        "[3/4] manual lr=0.1, sgd, seed 0: pruned, val_acc 0.5000",  # stopped before its last epoch
+        "[3/4] manual lr=0.1, sgd, seed 0: pruned, val_acc 0.9000",  # stopped early: never the best
         "[4/4] manual lr=1, sgd, seed 0: error"]
     assert "| best 0.8000 (finder (valley), sgd, seed 0) | about" in lines[0]
     assert all("| best 0.8500 (manual lr=0.01, sgd, seed 0)" in ln for ln in lines[1:]) and "left" not in lines[3]
