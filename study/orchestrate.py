@@ -25,8 +25,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from study import storage
-from study.progress import Progress
 from study.config import ConfigError, StudyConfig
+from study.progress import Progress
 from study.space import trial_dirname, trial_points
 from trainables.data import Dataset
 from trainables.trainable import train_trial
