@@ -89,11 +89,6 @@ def all_rows(exp: Path) -> dict[str, list[dict]]:
     return {t.parent.name: rows(t.parent) for t in sorted(exp.glob("*/result.json"))}
 
 
-def own_history(trial: Path) -> list[dict]:
-    """The trial's history.json: the rows its checkpoints carried, one per epoch."""
-    return json.loads((trial / "history.json").read_text())
-
-
 def epochs(history: list[dict]) -> list[int]:
     return [r["epoch"] for r in history]
 
@@ -236,14 +231,6 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(faulty_study):
     assert [r["pid"] for r in reference] == [reference[0]["pid"]] * KILL_EPOCHS
     for row in history:
         assert same_metrics(row, reference[row["epoch"]]), (row, reference[row["epoch"]])
-    # The trial's own history has each epoch exactly once, and the epochs after the kill come
-    # from the new worker.
-    own = own_history(exp / name)
-    assert epochs(own) == list(range(KILL_EPOCHS)), epochs(own)
-    own_pids = [r["pid"] for r in own]
-    kept = own_pids.count(killed)  # before, or one less where result.json repeats the epoch run again
-    assert kept in (before, before - 1) and own_pids == [killed] * kept + [pids[-1]] * (KILL_EPOCHS - kept), (own_pids, pids)
-    assert all(same_metrics(r, reference[r["epoch"]]) for r in own)
 
 
 @pytest.mark.slow
@@ -356,7 +343,6 @@ def test_resume_finishes_every_trial_exactly_once(interrupted_study):
     assert len(final) == 1 + len(LRS.split(","))
     for name, history in final.items():
         check_history(history, EPOCHS)
-        assert epochs(own_history(study.exp / name)) == list(range(EPOCHS)), name  # each epoch once
     trials = summary_trials(study.exp)
     assert len(trials) == len(final) and {t["status"] for t in trials.values()} == {"finished"}
 

@@ -35,7 +35,6 @@ from trainables.module import Diverged, LitLeNet
 
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 CHECKPOINT_FILE = "checkpoint.ckpt"
-HISTORY_FILE = "history.json"  # the trial's own per-epoch rows, one per epoch (see ReportToTune)
 HPARAMS = ("arm", "seed", "optimizer", "finder_rule", "cyclic_min_lr", "cyclic_max_lr")  # shown in TensorBoard
 CYCLIC_MIN_FRACTION = 0.1  # the cyclic arm cycles between suggestion x 0.1 and the suggestion
 
@@ -46,38 +45,20 @@ class ReportToTune(pl.Callback):
     Ray ships `TuneReportCheckpointCallback`, but it can only forward `trainer.callback_metrics`
     tensors; a trial here must also report strings (arm), timings and, on its last epoch, the
     test-set evaluation. This is the same idea on Ray's public `tune.report` API.
-
-    Each row also goes into `history.json` in the trial's directory: the history up to the epoch
-    of the checkpoint travels in that checkpoint, so a trial restarted from it carries exactly
-    the epochs its weights went through. Ray's result.json can hold an epoch twice: Ray logs a
-    report before it registers the checkpoint sent with it, and a worker that dies in between is
-    restarted from the checkpoint before and runs that epoch again; history.json cannot.
     """
 
-    def __init__(self, fixed: dict, test: tuple[torch.Tensor, torch.Tensor], trial_dir: Path):
+    def __init__(self, fixed: dict, test: tuple[torch.Tensor, torch.Tensor]):
         self.fixed = fixed  # reported with every epoch: arm, seed, node, finder_time_s ...
         self.test = test
-        self.trial_dir = trial_dir
         self.train_time_s = 0.0  # cumulative, survives restarts through the checkpoint
-        self.history: list[dict] = []  # idem
         self._epoch_start = 0.0
 
     def state_dict(self) -> dict:
-        return {"train_time_s": self.train_time_s, "fixed": self.fixed, "history": self.history}
+        return {"train_time_s": self.train_time_s, "fixed": self.fixed}
 
     def load_state_dict(self, state: dict) -> None:
         self.train_time_s = state["train_time_s"]
-        self.history = state.get("history", [])
         self.fixed = {**state["fixed"], **{k: v for k, v in self.fixed.items() if k.startswith("node")}}
-
-    def record(self, row: dict) -> None:
-        """Add `row` (epoch N) to the history, replacing any epoch >= N, and write history.json."""
-        row = {**row, "training_iteration": row["epoch"] + 1, "trial_id": tune.get_context().get_trial_id(),
-               "pid": os.getpid()}
-        self.history = [h for h in self.history if h["epoch"] < row["epoch"]] + [row]
-        tmp = self.trial_dir / (HISTORY_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.history, indent=1))
-        tmp.replace(self.trial_dir / HISTORY_FILE)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch_start = time.perf_counter()
@@ -101,7 +82,6 @@ class ReportToTune(pl.Callback):
                 )
         report = {**metrics, **self.fixed, "epoch": epoch, "train_time_s": self.train_time_s, "report_ts": time.time(),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-        self.record(report)  # before the checkpoint, which then holds this epoch's row too
         with tempfile.TemporaryDirectory() as tmp:
             trainer.save_checkpoint(os.path.join(tmp, CHECKPOINT_FILE))
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -154,7 +134,7 @@ def train_trial(config: dict, study: StudyConfig, data: Dataset) -> None:
     node = {"node_id": node_id, "node_ip": node_ip or ray.util.get_node_ip_address()}
     fixed = {"arm": config["arm"], "seed": config["seed"], "optimizer": config["optimizer"],
              "trial_start_ts": trial_start_ts, **node}
-    report = ReportToTune(fixed, test=(t["test_x"], t["test_y"]), trial_dir=trial_dir)
+    report = ReportToTune(fixed, test=(t["test_x"], t["test_y"]))
     logger = TensorBoardLogger(save_dir=str(trial_dir), name="", version="", default_hp_metric=False)
     trainer = pl.Trainer(
         max_epochs=study.epochs,
@@ -183,11 +163,9 @@ def train_trial(config: dict, study: StudyConfig, data: Dataset) -> None:
         except Diverged as e:
             # End cleanly: one last row says so; the scheduler needs its metric, so a diverged
             # model counts as zero accuracy.
-            row = {"train_loss": float("nan"), "val_loss": float("nan"), "val_acc": 0.0, "train_acc": 0.0,
-                   "lr": model.lr, **report.fixed, "epoch": trainer.current_epoch, "diverged": True,
-                   "diverged_reason": str(e), "train_time_s": report.train_time_s, "report_ts": time.time()}
-            report.record(row)
-            tune.report(row)
+            tune.report({"train_loss": float("nan"), "val_loss": float("nan"), "val_acc": 0.0, "train_acc": 0.0,
+                         "lr": model.lr, **report.fixed, "epoch": trainer.current_epoch, "diverged": True,
+                         "diverged_reason": str(e), "train_time_s": report.train_time_s, "report_ts": time.time()})
 
 
 def finder_range_test(optimizer: str, study: StudyConfig, trainer: pl.Trainer, train_loader) -> tuple[LitLeNet, FinderResult]:
