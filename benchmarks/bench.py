@@ -77,14 +77,14 @@ def plain_trial(config: dict, data) -> None:
         tune.report({"val_acc": correct / len(vy), "epoch": epoch})
 
 
-def _side_by_side(config: dict, study, data) -> None:
+def _side_by_side(config: dict, data) -> None:
     """One Tune trainable for both contenders, so they run at the same time on the same machine."""
     from trainables.trainable import train_trial
 
     if config["kind"] == "plain":
         plain_trial(config, data)
     else:
-        train_trial(config, study, data)
+        train_trial(config, data)
 
 
 def _epoch_seconds(result) -> list[float]:
@@ -99,16 +99,16 @@ def bench_throughput(epochs: int, subset: int | None) -> dict:
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from study.config import StudyConfig
+    from study.space import trial_points
     from trainables.data import load_dataset
 
     data = load_dataset(subset=subset)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
              runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
-    common = {"arm": "manual", "lr": 0.01, "seed": 0, "optimizer": "sgd", "finder_rule": None,
-              "epochs": epochs, "batch_size": 64}
+    [common] = trial_points(StudyConfig(epochs=epochs, subset=subset, arms=("manual",), lrs=(0.01,)))  # a study's trial
     try:
         results = tune.Tuner(
-            tune.with_resources(tune.with_parameters(_side_by_side, study=StudyConfig(epochs=epochs), data=data), {"cpu": 1}),
+            tune.with_resources(tune.with_parameters(_side_by_side, data=data), {"cpu": 1}),
             param_space={**common, "kind": tune.grid_search(["plain", "trial"])},
             run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="lrstudy-bench-"), name="throughput", verbose=0,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2),

@@ -27,7 +27,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from study import storage
 from study.config import ConfigError, StudyConfig
 from study.progress import Progress
-from study.space import trial_dirname, trial_points
+from study.space import param_space, trial_dirname, trial_points
 from trainables.data import Dataset
 from trainables.trainable import train_trial
 
@@ -185,23 +185,21 @@ def write_study_record(path: str, config: StudyConfig, data: Dataset, resources:
     storage.write_text(path, storage.STUDY_FILE, json.dumps(record, indent=2))
 
 
-def _quiet_variant_warning() -> None:
-    logging.getLogger("ray.tune.search.variant_generator").setLevel(logging.ERROR)
+def trainable(data: Dataset, resources: dict):
+    """The trial as Ray Tune runs it, for a fresh start and a --resume alike: `train_trial` with
+    the data through the object store, on `resources` per trial."""
+    return tune.with_resources(tune.with_parameters(train_trial, data=data), resources)
 
 
 def build_tuner(config: StudyConfig, data: Dataset, resources: dict) -> tune.Tuner:
-    trainable = tune.with_resources(tune.with_parameters(train_trial, study=config, data=data), resources)
     points = trial_points(config)
-    _quiet_variant_warning()
     if config.search == "asha":
         scheduler = ManualOnlyASHA(time_attr="training_iteration", max_t=config.epochs, grace_period=1, reduction_factor=3)
     else:
         scheduler = FIFOScheduler()
     return tune.Tuner(
-        trainable,
-        # Every trial is one of `points`; the constants only name the keys (Ray warns that the
-        # points differ from them, which is the intent: see _quiet_variant_warning).
-        param_space={"arm": "manual", "lr": None, "seed": config.seed, "optimizer": config.optimizer[0], "finder_rule": None},
+        trainable(data, resources),
+        param_space=param_space(points),  # every trial is one of `points`, its whole config
         tune_config=tune.TuneConfig(
             metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=len(points),
             search_alg=BasicVariantGenerator(points_to_evaluate=points),
@@ -265,8 +263,8 @@ def run_study(config: StudyConfig, data: Dataset, argv: list[str]) -> tuple[str,
     path = prepare_experiment_dir(config)  # only now: remove (--overwrite) or create the folder
     with _tune_settings():
         if config.resume:
-            trainable = tune.with_resources(tune.with_parameters(train_trial, study=config, data=data), resources)
-            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+            tuner = tune.Tuner.restore(path, trainable=trainable(data, resources), resume_unfinished=True,
+                                       resume_errored=True)
         else:
             write_study_record(path, config, data, resources, argv)
             tuner = build_tuner(config, data, resources)

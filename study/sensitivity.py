@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +52,14 @@ def run_range_tests(config: StudyConfig, data) -> list[dict]:
     rows = []
     for optimizer in config.optimizer:
         for setting, (min_lr, max_lr, steps) in SETTINGS.items():
-            study = replace(config, finder_min_lr=min_lr, finder_max_lr=max_lr, finder_num_training=steps)
             for seed in range(config.seed, config.seed + config.seeds):
-                pl.seed_everything(seed, workers=True, verbose=False)  # as train_trial does, in its order
+                pl.seed_everything(seed, workers=True, verbose=False)  # as run_trial does, in its order
                 loader = batches(t["train_x"], t["train_y"], config.batch_size, shuffle=True, seed=seed)
                 trainer = pl.Trainer(max_epochs=config.epochs, accelerator="cpu", devices=1, logger=False,
                                      enable_progress_bar=False, enable_model_summary=False,
                                      enable_checkpointing=False, num_sanity_val_steps=0)
-                _, result = finder_range_test(optimizer, study, trainer, loader)
+                _, result = finder_range_test(trainer, loader, optimizer, config.momentum, min_lr, max_lr, steps,
+                                              config.finder_mode)
                 rows.append({"optimizer": optimizer, "setting": setting, "seed": seed, "min_lr": min_lr,
                              "max_lr": max_lr, "num_training": steps, "points": len(result.lrs),
                              "seconds": result.seconds, "suggestions": result.suggestions,

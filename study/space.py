@@ -1,8 +1,10 @@
-"""The search space: which trials the study runs, as a list of points {"arm", "lr", "seed"}.
+"""The search space: which trials the study runs, each as its whole config (a flat dict).
 
-One finder trial (its LR is chosen inside the trial), plus the manual LRs: the grid's `--lrs`,
-or for ASHA `--num-samples` LRs drawn log-uniformly from `--lr-range` with Ray Tune's own
-`tune.loguniform`, seeded so the same command draws the same LRs.
+Per optimiser and seed, a finder trial per rule (its LR is chosen inside the trial), the cyclic
+trial, and the manual LRs: the grid's `--lrs`, or for ASHA `--num-samples` LRs drawn
+log-uniformly from `--lr-range` with Ray Tune's own `tune.loguniform`, seeded so the same command
+draws the same LRs. Every trial's config also carries the study's `TRIAL_SETTINGS`, so a trial
+depends on its config alone (trainables/trainable.py lists the keys).
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ import numpy as np
 from ray import tune
 
 from study.config import StudyConfig
+
+# The StudyConfig fields that shape every trial alike; each trial's config carries them by name.
+TRIAL_SETTINGS = ("epochs", "batch_size", "momentum", "finder_min_lr", "finder_max_lr", "finder_num_training",
+                  "finder_mode", "cpus_per_trial", "val_size", "split_seed", "normalize", "subset")
 
 
 def manual_lrs(config: StudyConfig) -> list[float]:
@@ -22,11 +28,13 @@ def manual_lrs(config: StudyConfig) -> list[float]:
 
 
 def trial_points(config: StudyConfig) -> list[dict]:
-    """Every trial of the study: per optimiser and seed, the finder trial(s), then the manual LRs."""
+    """Every trial's config: per optimiser and seed, the finder trial(s), the cyclic one, then the
+    manual LRs; "arm", "lr", "finder_rule", "seed", "optimizer", then `TRIAL_SETTINGS`."""
+    settings = {name: getattr(config, name) for name in TRIAL_SETTINGS}
     points = []
     for optimizer in config.optimizer:
         for seed in range(config.seed, config.seed + config.seeds):
-            common = {"seed": seed, "optimizer": optimizer}
+            common = {"seed": seed, "optimizer": optimizer, **settings}
             if "finder" in config.arms:
                 points += [{"arm": "finder", "lr": None, "finder_rule": rule, **common} for rule in config.finder_rules]
             if "cyclic" in config.arms:
@@ -34,6 +42,17 @@ def trial_points(config: StudyConfig) -> list[dict]:
             if "manual" in config.arms:
                 points += [{"arm": "manual", "lr": lr, "finder_rule": None, **common} for lr in manual_lrs(config)]
     return points
+
+
+def param_space(points: list[dict]) -> dict:
+    """Ray Tune's `param_space` for exactly `points` (run them as BasicVariantGenerator's
+    `points_to_evaluate`, one sample each): a key's value where every point has the same one, else
+    a `tune.choice` of the values the points take, so that each point is a valid preset."""
+    space = {}
+    for key in points[0]:
+        values = list(dict.fromkeys(p[key] for p in points))
+        space[key] = values[0] if len(values) == 1 else tune.choice(values)
+    return space
 
 
 def trial_dirname(trial) -> str:

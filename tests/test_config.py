@@ -73,9 +73,11 @@ def test_smoke_shrinks_unless_told_otherwise():
     assert parse("--smoke", "--epochs", "5").epochs == 5
 
 
-def test_grid_points_are_a_finder_trial_per_default_rule_plus_each_lr():
-    points = trial_points(StudyConfig(lrs=(1e-3, 1e-1), seed=4))
-    common = {"seed": 4, "optimizer": "sgd"}
+def test_grid_points_are_a_finder_trial_per_default_rule_plus_each_lr_each_a_whole_config():
+    points = trial_points(StudyConfig(lrs=(1e-3, 1e-1), seed=4, epochs=3, batch_size=32, subset=1000, normalize=False))
+    common = {"seed": 4, "optimizer": "sgd", "epochs": 3, "batch_size": 32, "momentum": 0.9, "finder_min_lr": 1e-8,
+              "finder_max_lr": 1.0, "finder_num_training": 100, "finder_mode": "exponential", "cpus_per_trial": 1,
+              "val_size": 5000, "split_seed": 0, "normalize": False, "subset": 1000}
     assert points == [{"arm": "finder", "lr": None, "finder_rule": "lightning", **common},
                       {"arm": "finder", "lr": None, "finder_rule": "valley", **common},
                       {"arm": "manual", "lr": 1e-3, "finder_rule": None, **common},

@@ -1,14 +1,22 @@
 """The Ray Tune function trainable: one trial = one Lightning Trainer on in-memory Fashion-MNIST.
 
-`train_trial(config, study, data)` is wrapped by `tune.with_parameters` in the driver, so `data`
-arrives once per node through the object store. `config` is the trial's own point of the search
-space: {"arm": "finder" | "manual" | "cyclic", "lr": float | None, "seed": int,
-"optimizer": "sgd" | "adam", "finder_rule": str | None}.
+`train_trial(config, data)` is wrapped by `tune.with_parameters` in the driver
+(`study.orchestrate.trainable`), so `data` arrives once per node through the object store.
+`config` is everything that shapes the trial, flat, and nothing else (it is the trial's
+params.json):
+
+* the trial's point: "arm" ("finder" | "manual" | "cyclic"), "lr" (float, None for the arms
+  whose LR the range test picks), "seed", "optimizer" ("sgd" | "adam"), "finder_rule" (str, None
+  for manual trials);
+* training: "epochs", "batch_size", "momentum" (SGD), "cpus_per_trial" (torch threads);
+* the range test: "finder_min_lr", "finder_max_lr", "finder_num_training", "finder_mode";
+* the data the driver loaded and passed as `data`: "val_size", "split_seed", "normalize",
+  "subset" (they describe it; the trial reads the arrays it gets).
 
 Every epoch the trial reports to Tune (and to TensorBoard, in its own trial directory) the
 metrics in `EPOCH_METRICS`, plus bookkeeping (arm, timings, node); the last epoch adds the
-test-set metrics. A Lightning checkpoint travels with every report, so Ray can restart a
-killed trial from its last epoch.
+test-set metrics. A Lightning checkpoint
+travels with every report, so Ray can restart a killed trial from its last epoch.
 """
 
 from __future__ import annotations
@@ -28,14 +36,12 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from ray import tune
 
-from study.config import StudyConfig
 from trainables.data import Dataset, batches
 from trainables.finder import FinderResult, range_test
 from trainables.module import Diverged, LitLeNet
 
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 CHECKPOINT_FILE = "checkpoint.ckpt"
-HPARAMS = ("arm", "seed", "optimizer", "finder_rule", "cyclic_min_lr", "cyclic_max_lr")  # shown in TensorBoard
 CYCLIC_MIN_FRACTION = 0.1  # the cyclic arm cycles between suggestion x 0.1 and the suggestion
 
 
@@ -47,8 +53,9 @@ class ReportToTune(pl.Callback):
     test-set evaluation. This is the same idea on Ray's public `tune.report` API.
     """
 
-    def __init__(self, fixed: dict, test: tuple[torch.Tensor, torch.Tensor]):
+    def __init__(self, fixed: dict, hparams: dict, test: tuple[torch.Tensor, torch.Tensor]):
         self.fixed = fixed  # reported with every epoch: arm, seed, node, finder_time_s ...
+        self.hparams = hparams  # the trial's config: its row in TensorBoard's HParams view
         self.test = test
         self.train_time_s = 0.0  # cumulative, survives restarts through the checkpoint
         self._epoch_start = 0.0
@@ -74,9 +81,11 @@ class ReportToTune(pl.Callback):
         if epoch == trainer.max_epochs - 1:
             test = pl_module.evaluate(*self.test)
             metrics.update(test_loss=test["loss"], test_acc=test["acc"])
-            if trainer.logger:
+            if trainer.logger:  # TensorBoard takes no None: a setting that does not apply is left out
+                hparams = {**self.hparams, "lr": pl_module.lr,
+                           **{k: v for k, v in self.fixed.items() if k.startswith("cyclic_")}}
                 trainer.logger.log_hyperparams(
-                    {k: v for k, v in self.fixed.items() if k in HPARAMS} | {"lr": metrics["lr"]},
+                    {k: v for k, v in hparams.items() if v is not None},
                     {"hp/val_acc": metrics["val_acc"], "hp/val_loss": metrics["val_loss"],
                      "hp/test_acc": metrics["test_acc"], "hp/test_loss": metrics["test_loss"]},
                 )
@@ -114,30 +123,35 @@ def _quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def train_trial(config: dict, study: StudyConfig, data: Dataset) -> None:
+def train_trial(config: dict, data: Dataset) -> None:
+    """The Ray Tune trainable: `run_trial` in Ray's working directory for the trial, on its node."""
     trial_start_ts = time.time()
-    _quiet_lightning()
+    node_id = ray.get_runtime_context().get_node_id()
+    node_ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), None)
     # Artifacts (TensorBoard events, the finder's curve) go to the trial's working directory, which
     # Ray makes the current directory of the trial, on whichever node it runs; the driver's
     # SyncConfig(sync_artifacts=True) copies it into the experiment's trial folder. Ray's
     # get_trial_dir() is a driver-side staging path (and the working dir for reused actors).
-    trial_dir = Path.cwd()
-    torch.set_num_threads(study.cpus_per_trial)
+    run_trial(config, data, Path.cwd(), tune.get_checkpoint(),
+              {"trial_start_ts": trial_start_ts, "node_id": node_id, "node_ip": node_ip or ray.util.get_node_ip_address()})
+
+
+def run_trial(config: dict, data: Dataset, trial_dir: Path, checkpoint: tune.Checkpoint | None, context: dict) -> None:
+    """Train one trial as `config` says, into `trial_dir`, from `checkpoint` if Ray restarted it;
+    every epoch goes to `tune.report` with `context` (when and where the trial runs)."""
+    _quiet_lightning()
+    torch.set_num_threads(config["cpus_per_trial"])
     pl.seed_everything(config["seed"], workers=True, verbose=False)
     use_gpu = torch.cuda.is_available()  # Ray hides GPUs from trials that were given none
     t = _tensors(data, torch.device("cuda" if use_gpu else "cpu"))
-    train_loader = batches(t["train_x"], t["train_y"], study.batch_size, shuffle=True, seed=config["seed"])
+    train_loader = batches(t["train_x"], t["train_y"], config["batch_size"], shuffle=True, seed=config["seed"])
     val_loader = batches(t["val_x"], t["val_y"], 1024, shuffle=False, seed=0)
 
-    node_id = ray.get_runtime_context().get_node_id()
-    node_ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), None)
-    node = {"node_id": node_id, "node_ip": node_ip or ray.util.get_node_ip_address()}
-    fixed = {"arm": config["arm"], "seed": config["seed"], "optimizer": config["optimizer"],
-             "trial_start_ts": trial_start_ts, **node}
-    report = ReportToTune(fixed, test=(t["test_x"], t["test_y"]))
+    fixed = {"arm": config["arm"], "seed": config["seed"], "optimizer": config["optimizer"], **context}
+    report = ReportToTune(fixed, hparams=config, test=(t["test_x"], t["test_y"]))
     logger = TensorBoardLogger(save_dir=str(trial_dir), name="", version="", default_hp_metric=False)
     trainer = pl.Trainer(
-        max_epochs=study.epochs,
+        max_epochs=config["epochs"],
         accelerator="gpu" if use_gpu else "cpu",
         devices=1,
         logger=logger,
@@ -150,14 +164,13 @@ def train_trial(config: dict, study: StudyConfig, data: Dataset) -> None:
     )
     check_every = 50 if use_gpu else 1  # a NaN check syncs the GPU: not on every step there
 
-    checkpoint = tune.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else tempfile.TemporaryDirectory() as ckpt_dir:
         ckpt_path = Path(ckpt_dir) / CHECKPOINT_FILE if checkpoint else None
         if ckpt_path:  # a restarted trial: same LR, no second range test
             saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             model = LitLeNet(**saved["hyper_parameters"])
         else:
-            model = _new_model(config, study, trainer, train_loader, trial_dir, logger, report, check_every)
+            model = _new_model(config, trainer, train_loader, trial_dir, logger, report, check_every)
         try:
             trainer.fit(model, train_loader, val_loader, ckpt_path=ckpt_path)
         except Diverged as e:
@@ -168,22 +181,26 @@ def train_trial(config: dict, study: StudyConfig, data: Dataset) -> None:
                          "diverged_reason": str(e), "train_time_s": report.train_time_s, "report_ts": time.time()})
 
 
-def finder_range_test(optimizer: str, study: StudyConfig, trainer: pl.Trainer, train_loader) -> tuple[LitLeNet, FinderResult]:
+def finder_range_test(trainer: pl.Trainer, train_loader, optimizer: str, momentum: float, min_lr: float,
+                      max_lr: float, num_training: int, mode: str) -> tuple[LitLeNet, FinderResult]:
     """The range test of a finder or cyclic trial: a fresh LeNet (the next draw of the seeded RNG),
-    Lightning's `lr_find` over the study's finder settings; the probe keeps its initial weights."""
-    probe = LitLeNet(lr=1e-3, optimizer=optimizer, momentum=study.momentum, divergence_check_every=0)
-    return probe, range_test(trainer, probe, train_loader, min_lr=study.finder_min_lr, max_lr=study.finder_max_lr,
-                             num_training=study.finder_num_training, mode=study.finder_mode)
+    Lightning's `lr_find` from `min_lr` to `max_lr` in `num_training` steps; the probe keeps its
+    initial weights."""
+    probe = LitLeNet(lr=1e-3, optimizer=optimizer, momentum=momentum, divergence_check_every=0)
+    return probe, range_test(trainer, probe, train_loader, min_lr=min_lr, max_lr=max_lr,
+                             num_training=num_training, mode=mode)
 
 
-def _new_model(config, study, trainer, train_loader, trial_dir, logger, report, check_every) -> LitLeNet:
-    common = {"optimizer": config["optimizer"], "momentum": study.momentum}
+def _new_model(config, trainer, train_loader, trial_dir, logger, report, check_every) -> LitLeNet:
+    common = {"optimizer": config["optimizer"], "momentum": config["momentum"]}
     if config["arm"] == "manual":
         return LitLeNet(lr=config["lr"], divergence_check_every=check_every, **common)
     # finder and cyclic arms: Lightning's range test on the training data gives the LR (or, for
     # Smith's cyclical arm, the top of the range), then this same trial trains with it, from the
     # same initial weights (lr_find restores them).
-    probe, result = finder_range_test(config["optimizer"], study, trainer, train_loader)
+    probe, result = finder_range_test(trainer, train_loader, config["optimizer"], config["momentum"],
+                                      config["finder_min_lr"], config["finder_max_lr"],
+                                      config["finder_num_training"], config["finder_mode"])
     rule = config["finder_rule"]
     _save_finder(trial_dir, result, rule, logger)
     lr = result.suggestions[rule]
