@@ -1,5 +1,5 @@
 """A trial depends only on its own config: what trainables/ imports, the search space Ray Tune
-gets, and what a trial records of its config (real Lightning trials on tiny generated data, no Ray)."""
+gets, and the paired design's premise (real Lightning trials on tiny generated data, no Ray)."""
 
 from __future__ import annotations
 
@@ -82,6 +82,19 @@ def trials(tmp_path_factory) -> list[tuple[dict, list[dict], Path]]:
         finally:
             torch.set_num_threads(threads)
     return out
+
+
+def test_trials_of_one_seed_start_from_the_same_weights_and_see_the_same_batches(trials):
+    """The premise of the paired finder-vs-manual comparison, whatever the arm and optimiser."""
+    assert {(c["arm"], c["optimizer"]) for c, _, _ in trials} == {(a, o) for a in STUDY.arms for o in STUDY.optimizer}
+    by_seed = {}
+    for config, rows, _ in trials:
+        assert rows and all(r["init_fingerprint"] and r["batch_fingerprint"] for r in rows), config
+        by_seed.setdefault(config["seed"], set()).update((r["init_fingerprint"], r["batch_fingerprint"]) for r in rows)
+    assert list(by_seed) == [0, 1]
+    assert all(len(prints) == 1 for prints in by_seed.values()), by_seed  # every arm, both optimisers
+    (init0, batches0), (init1, batches1) = by_seed[0].pop(), by_seed[1].pop()
+    assert init0 != init1 and batches0 != batches1  # the fingerprints do tell seeds apart
 
 
 def hparams(trial_dir: Path) -> dict:

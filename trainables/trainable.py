@@ -14,13 +14,14 @@ params.json):
   "subset" (they describe it; the trial reads the arrays it gets).
 
 Every epoch the trial reports to Tune (and to TensorBoard, in its own trial directory) the
-metrics in `EPOCH_METRICS`, plus bookkeeping (arm, timings, node); the last epoch adds the
-test-set metrics. A Lightning checkpoint
+metrics in `EPOCH_METRICS`, plus bookkeeping (arm, timings, node, the fingerprints of its initial
+weights and first batches); the last epoch adds the test-set metrics. A Lightning checkpoint
 travels with every report, so Ray can restart a killed trial from its last epoch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ from trainables.module import Diverged, LitLeNet
 
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 CHECKPOINT_FILE = "checkpoint.ckpt"
+FINGERPRINT_BATCHES = 4  # batch_fingerprint hashes the first epoch's first batches (inputs and labels)
 CYCLIC_MIN_FRACTION = 0.1  # the cyclic arm cycles between suggestion x 0.1 and the suggestion
 
 
@@ -51,14 +53,20 @@ class ReportToTune(pl.Callback):
     Ray ships `TuneReportCheckpointCallback`, but it can only forward `trainer.callback_metrics`
     tensors; a trial here must also report strings (arm), timings and, on its last epoch, the
     test-set evaluation. This is the same idea on Ray's public `tune.report` API.
+
+    A fresh trial also records, before its first step, `init_fingerprint` (its initial weights)
+    and, over its first epoch, `batch_fingerprint` (the first `FINGERPRINT_BATCHES` batches it
+    sees): trials of one seed must agree on both, whatever their arm, for the paired comparison
+    to hold. Both travel in `fixed`, so a restored trial keeps those of its fresh start.
     """
 
     def __init__(self, fixed: dict, hparams: dict, test: tuple[torch.Tensor, torch.Tensor]):
-        self.fixed = fixed  # reported with every epoch: arm, seed, node, finder_time_s ...
+        self.fixed = fixed  # reported with every epoch: arm, seed, node, finder_time_s, fingerprints ...
         self.hparams = hparams  # the trial's config: its row in TensorBoard's HParams view
         self.test = test
         self.train_time_s = 0.0  # cumulative, survives restarts through the checkpoint
         self._epoch_start = 0.0
+        self._first_batches: list[torch.Tensor] | None = None  # a fresh trial's, until its first epoch ends
 
     def state_dict(self) -> dict:
         return {"train_time_s": self.train_time_s, "fixed": self.fixed}
@@ -67,12 +75,22 @@ class ReportToTune(pl.Callback):
         self.train_time_s = state["train_time_s"]
         self.fixed = {**state["fixed"], **{k: v for k, v in self.fixed.items() if k.startswith("node")}}
 
+    def on_train_start(self, trainer, pl_module: LitLeNet) -> None:
+        if "init_fingerprint" not in self.fixed:  # a fresh trial (a restored one has its fixed back)
+            self.fixed["init_fingerprint"] = fingerprint(*pl_module.state_dict().values())
+            self._first_batches = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._first_batches is not None and batch_idx < FINGERPRINT_BATCHES:
+            self._first_batches += batch  # inputs and labels
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch_start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: LitLeNet) -> None:
         # Validation has run by now (it closes the training epoch), so both stages are complete.
         self.train_time_s += time.perf_counter() - self._epoch_start
+        self.close_batch_fingerprint()
         epoch = trainer.current_epoch
         metrics = {**pl_module.stage_metrics("train"), **pl_module.stage_metrics("val"),
                    "lr": trainer.optimizers[0].param_groups[0]["lr"]}
@@ -94,6 +112,21 @@ class ReportToTune(pl.Callback):
         with tempfile.TemporaryDirectory() as tmp:
             trainer.save_checkpoint(os.path.join(tmp, CHECKPOINT_FILE))
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    def close_batch_fingerprint(self) -> None:
+        """`batch_fingerprint` from the batches seen so far (at the end of the first epoch, or of
+        a trial that diverged in it)."""
+        if self._first_batches is not None:
+            self.fixed["batch_fingerprint"] = fingerprint(*self._first_batches)
+            self._first_batches = None
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """A short hash of the tensors' values, in order."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _tensors(data: Dataset, device: torch.device) -> dict[str, torch.Tensor]:
@@ -176,6 +209,7 @@ def run_trial(config: dict, data: Dataset, trial_dir: Path, checkpoint: tune.Che
         except Diverged as e:
             # End cleanly: one last row says so; the scheduler needs its metric, so a diverged
             # model counts as zero accuracy.
+            report.close_batch_fingerprint()
             tune.report({"train_loss": float("nan"), "val_loss": float("nan"), "val_acc": 0.0, "train_acc": 0.0,
                          "lr": model.lr, **report.fixed, "epoch": trainer.current_epoch, "diverged": True,
                          "diverged_reason": str(e), "train_time_s": report.train_time_s, "report_ts": time.time()})
