@@ -132,3 +132,14 @@ def test_range_test_recovers_the_true_curve_and_keeps_initial_weights(tmp_path, 
     assert result.suggestions["steepest"] == suggest("steepest", result.lrs, result.loss, 30)
     assert model.step_losses is None and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     json.dumps(result.record())  # lr_finder.json is plain JSON
+
+
+def test_range_test_runs_all_its_steps_whatever_the_trainers_epochs(tmp_path):
+    """10 batches per epoch and a trainer of one epoch: lr_find alone would stop after 10 steps."""
+    pl.seed_everything(0, verbose=False)
+    train, _, _ = tiny_loaders(tmp_path)
+    assert len(train) == 10
+    fit = trainer(epochs=1, default_root_dir=str(tmp_path))
+    result = range_test(fit, LitLeNet(lr=1e-3), train, max_lr=1e-2, num_training=30)
+    assert len(result.lrs) == 30 and result.suggestions["valley"] is not None
+    assert fit.max_epochs == 1  # restored for the training that follows

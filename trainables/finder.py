@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.tuner import Tuner
 
@@ -73,8 +72,13 @@ def range_test(
 
     `model` must record its per-step training losses in `model.step_losses` while that is a list
     (`LitLeNet` does): `lr_find` replaces the trainer's callbacks, but the model's hooks still run.
+    `lr_find` caps the test at `num_training` steps but not the trainer's `max_epochs`: a trainer
+    of one epoch over 10 batches would end the test after 10 steps. So the epoch limit is lifted
+    while the test runs, and restored after.
     """
     model.step_losses = []
+    max_epochs = trainer.fit_loop.max_epochs
+    trainer.fit_loop.max_epochs = -1  # no epoch limit (Trainer(max_epochs=-1))
     start = time.perf_counter()
     try:
         finder = Tuner(trainer).lr_find(
@@ -83,6 +87,7 @@ def range_test(
         )
     finally:
         raw, model.step_losses = model.step_losses, None
+        trainer.fit_loop.max_epochs = max_epochs
     seconds = time.perf_counter() - start
     lrs = [float(v) for v in finder.results["lr"]]
     lightning = [float(v) for v in finder.results["loss"]]
