@@ -11,10 +11,10 @@ import math
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from trainables import OPTIMIZERS
 from trainables.finder_rules import RULES as FINDER_RULES
 
 SEARCHES = ("grid", "asha")
-OPTIMIZERS = ("sgd", "adam")
 FINDER_MODES = ("exponential", "linear")
 ARMS = ("finder", "manual", "cyclic")
 PRESETS = ("writeup",)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from study.config import ConfigError, StudyConfig, build_parser, config_from_args
+from trainables.files import write_atomic
 from trainables.finder_rules import RULES
 
 PROG = "study.sensitivity"
@@ -121,10 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                else "No two rules picked the same LR on every range test.")
             + f"\n\n{len(rows)} range tests in {seconds:.1f} s.\n")
     out = Path(config.results_dir) / config.name
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sensitivity.json").write_text(json.dumps({"config": config.to_dict(), "settings": SETTINGS,
+    write_atomic(out / "sensitivity.json", json.dumps({"config": config.to_dict(), "settings": SETTINGS,
                                                       "rows": rows, "seconds": seconds}, indent=1))
-    (out / "sensitivity.md").write_text(text)
+    write_atomic(out / "sensitivity.md", text)
     print(text)
     print(f"Written: {out / 'sensitivity.md'}, {out / 'sensitivity.json'}")
     return 0

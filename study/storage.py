@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow.fs as pafs
 
 from study.config import ConfigError
+from trainables.files import write_atomic
 
 WRITE_CHECK = ".lrstudy-write-check"
 STUDY_FILE = "study.json"  # the driver's record of a study, in its experiment folder
@@ -102,13 +103,8 @@ def make_dir(location: str) -> None:
 
 
 def write_text(location: str, name: str, text: str) -> None:
-    """Write the file `name` in the folder `location`: a temporary file first, then moved in place."""
-    fs, path = filesystem(location)
-    target = posixpath.join(path, name)
-    fs.create_dir(posixpath.dirname(target), recursive=True)
-    with fs.open_output_stream(target + ".tmp") as f:
-        f.write(text.encode("utf-8"))
-    fs.move(target + ".tmp", target)
+    """Write the file `name` in the folder `location`, whole or not at all."""
+    write_atomic(join(location, name), text)
 
 
 def read_text(location: str, name: str) -> str:

@@ -12,9 +12,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from trainables import OPTIMIZERS
 from trainables.model import lenet5
 
-OPTIMIZERS = ("sgd", "adam")
 
 
 class Diverged(RuntimeError):

@@ -38,6 +38,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from ray import tune
 
 from trainables.data import Dataset, batches
+from trainables.files import FINDER_FILE, write_atomic
 from trainables.finder import FinderResult, range_test
 from trainables.module import Diverged, LitLeNet
 
@@ -138,9 +139,7 @@ def _tensors(data: Dataset, device: torch.device) -> dict[str, torch.Tensor]:
 
 def _save_finder(trial_dir: Path, result: FinderResult, rule: str, logger: TensorBoardLogger) -> None:
     record = {**result.record(), "rule": rule, "suggestion": result.suggestions[rule]}
-    tmp = trial_dir / "lr_finder.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(trial_dir / "lr_finder.json")
+    write_atomic(trial_dir / FINDER_FILE, json.dumps(record, indent=1))
     curves = {"lr_finder/lr": result.lrs, "lr_finder/loss": result.loss, "lr_finder/loss_raw": result.loss_raw,
               "lr_finder/loss_lightning": result.loss_lightning}
     for tag, values in curves.items():
