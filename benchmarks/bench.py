@@ -243,7 +243,7 @@ def bench_study(study_args: str) -> dict:
     return {
         "study_args": study_args, "process_wall_s": wall, "tune_wall_s": tune_wall,
         "outside_tune_s": wall - tune_wall, **{f"run_{k}": v for k, v in timings.items()},
-        "finder_share": (finder.get("finder_time_s") or 0) / (finder.get("total_time_s") or float("inf")),
+        "finder_share": (finder.get("finder_time_s") or 0) / (finder.get("time_s") or float("inf")),
         "finder_time_s": finder.get("finder_time_s"), "slots": slots,
         "busy_over_wall_x_slots": busy / (tune_wall * slots),
         "peak_rss_trial_mb_reported": peak_trial_mb, **{f"peak_{k}_mb": v / 2**20 for k, v in sampler.peak.items()},
@@ -252,10 +252,11 @@ def bench_study(study_args: str) -> dict:
 
 
 def _trial_rows(exp: Path) -> list[list[dict]]:
-    """Each trial's result.json rows, read as the analysis reads them (trials with none left out)."""
-    from study.analysis import read_rows
+    """Each trial's reported rows, read by Ray Tune's ExperimentAnalysis (trials with none left out)."""
+    from ray import tune
 
-    return [rows for rows in map(read_rows, exp.glob("*/result.json")) if rows]
+    frames = tune.ExperimentAnalysis(str(exp)).trial_dataframes.values()
+    return [df.to_dict("records") for df in frames if not df.empty]
 
 
 def _tune_wall(rows: list[list[dict]]) -> float:

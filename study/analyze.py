@@ -1,11 +1,11 @@
 """Re-create the analysis of an lrstudy experiment from its directory alone.
 
-    python -m study.analyze results/<name>                   # target accuracy from study.json (else 0.88)
+    python -m study.analyze results/<name>                   # target accuracy: the study's (study.json)
     python -m study.analyze results/<name> --target-acc 0.9  # time to reach 90% validation accuracy
     python -m study.analyze s3://bucket/prefix/<name>        # a --results-dir URI: analysed in a local mirror
 
-Reads the trial directories (params.json, result.json, error.txt, lr_finder.json) and
-writes, atomically, into the experiment directory: summary.json, comparison.csv,
+Reads the experiment with Ray Tune's ExperimentAnalysis, plus study.json and each range
+test's lr_finder.json, and writes, atomically, into the experiment directory: summary.json, comparison.csv,
 report.md and the figures test_acc_vs_lr.png, lr_finder.png, val_acc.png, val_loss.png,
 train_curves.png. A study with several seeds, finder rules, a cyclic arm or several
 optimisers gets, per optimiser, each arm's mean with a 95 % interval over seeds and the
@@ -57,24 +57,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("exp_dir", help="experiment directory or URI, <results-dir>/<name>")
     p.add_argument("--target-acc", type=_target_acc, default=None,
                    help="validation accuracy for time-to-target, a fraction in (0, 1] "
-                        "(default: the study's target_acc from study.json, else 0.88)")
+                        "(default: the study's target_acc, from study.json)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from study import storage
-    from study.analysis import NotAnExperiment, summarize
+    from study import analysis
 
     try:
         local = storage.local_copy(args.exp_dir)  # a URI: its local mirror
-        summary = summarize(local, target_acc=args.target_acc)
-    except (NotAnExperiment, ConfigError) as e:
+        experiment = analysis.load(local)
+        summary = analysis.summarize(experiment, target_acc=args.target_acc)
+    except (analysis.NotAnExperiment, ConfigError) as e:
         _fail(str(e))
     from study import report  # matplotlib: only when there is a report to write
 
     try:
-        paths = report.write_report(local, summary)
+        paths = report.write_report(local, experiment, summary)
         storage.publish(local, args.exp_dir, report.OUTPUTS)
     except OSError as e:
         sys.stderr.write(f"{PROG}: error: cannot write the report: {e}\n")

@@ -1,11 +1,11 @@
-"""Write the report of an experiment: summary.json, comparison.csv, report.md and figures.
+"""The report of an analysed experiment: summary.json, comparison.csv, report.md and figures.
 
-`write_report(exp_dir, summary)` takes the dict from `study.analysis.summarize` and
-re-reads the per-epoch curves from disk for the figures. report.md has one section per
-setting (optimiser): its verdict, the arms with their means and 95 % intervals over seeds,
-the finder rules compared when there are several, and its trials. Every file is written
-atomically (a temporary file in the same directory, then os.replace), so a reader
-never sees half a file. Figures use matplotlib's Agg canvas (no screen, no pyplot).
+`write_report(exp_dir, experiment, summary)` renders what `study.analysis` computed, the verdict
+sentences included, and reads nothing from disk: the per-epoch curves and the range tests come
+in `experiment`'s tables. report.md has one section per setting (optimiser): its verdicts, its
+arms with means and 95 % intervals over seeds, the finder rules compared when there are several,
+every rule's pick on each range test, and its trials. Every file is written whole or not at all
+(`trainables.files.write_atomic`). Figures use matplotlib's Agg canvas (no screen, no pyplot).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -24,52 +22,31 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from study.analysis import _TRIAL_KEYS, RANGE_TEST_ARMS, TrialRecord, load_trials
+from study.analysis import RANGE_TEST_ARMS, TRIAL_COLUMNS, Experiment
+from trainables.files import write_atomic
+from trainables.finder_rules import RULES
 
-FIGURES = {
-    "lr_finder": "lr_finder.png",
-    "val_acc": "val_acc.png",
-    "val_loss": "val_loss.png",
-    "train_curves": "train_curves.png",
-    "test_acc_vs_lr": "test_acc_vs_lr.png",
+FIGURES = {  # key: (file, title in report.md), in the report's order
+    "test_acc_vs_lr": ("test_acc_vs_lr.png", "Test accuracy against learning rate, every trial (finder choices marked)"),
+    "lr_finder": ("lr_finder.png", "LR finder, loss vs learning rate"),
+    "val_acc": ("val_acc.png", "validation accuracy per epoch"),
+    "val_loss": ("val_loss.png", "validation loss per epoch"),
+    "train_curves": ("train_curves.png", "training loss and accuracy per epoch"),
 }
-OUTPUTS = ("summary.json", "comparison.csv", "report.md", *FIGURES.values())  # every file write_report may write
-_STYLE = {"finished": "-", "pruned": "--", "diverged": ":", "error": "-."}
+OUTPUTS = ("summary.json", "comparison.csv", "report.md", *(f for f, _ in FIGURES.values()))  # every file written
+_STYLE = {"finished": "-", "pruned": "--", "diverged": ":", "error": "-.", "unfinished": "-."}
 _FINDER_COLOUR = "tab:red"
 _CYCLIC_COLOUR = "tab:green"
-_RULE_MARKERS = {"lightning": "o", "steepest": "*", "valley": "D", "minimum": "^", "steep": "v", "slide": "s"}
-_MORE_MARKERS = ("P", "X", "v", "h", "<", ">")
+_RULE_MARKERS = dict(zip(RULES, "o*D^vs"))
 MAX_FINDER_CURVES = 6  # more range-test curves than this in one panel: only the first seed's are drawn
-
-
-# ---------------------------------------------------------------- atomic files
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write data to path via a temporary file in the same directory and os.replace."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _save_figure(fig: Figure, path: Path) -> Path:
     buf = io.BytesIO()
     FigureCanvasAgg(fig)
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return atomic_write_bytes(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
+    return path
 
 
 # ---------------------------------------------------------------- tables
@@ -133,19 +110,16 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 def comparison_frame(summary: dict) -> pd.DataFrame:
     trials = summary.get("trials", [])
-    extra = [k for t in trials for k in t if k not in _TRIAL_KEYS]
-    cols = list(_TRIAL_KEYS) + list(dict.fromkeys(extra))
-    return pd.DataFrame(trials, columns=cols)
+    extra = [k for t in trials for k in t if k not in TRIAL_COLUMNS]
+    return pd.DataFrame(trials, columns=list(TRIAL_COLUMNS) + list(dict.fromkeys(extra)))
 
 
 # ---------------------------------------------------------------- figures
 
 
-def _label(row: dict | None, t: TrialRecord) -> str:
-    lr = (row or {}).get("lr")
-    status = (row or {}).get("status", t.status)
-    text = f"{t.arm or '?'} lr={'?' if lr is None else format(lr, '.3g')}"
-    return text if status == "finished" else f"{text} ({status})"
+def _label(t) -> str:
+    text = f"{t.arm} lr={'?' if pd.isna(t.lr) else format(t.lr, '.3g')}"
+    return text if t.status == "finished" else f"{text} ({t.status})"
 
 
 def _floats(values) -> np.ndarray:
@@ -155,45 +129,41 @@ def _floats(values) -> np.ndarray:
     return y
 
 
-def _series(t: TrialRecord, col: str) -> tuple[np.ndarray, np.ndarray] | None:
-    if t.df.empty or col not in t.df:
-        return None
-    y = _floats(t.df[col])
-    if np.isnan(y).all():
-        return None
-    return t.df["training_iteration"].to_numpy(dtype=float), y
+def _curves(experiment: Experiment, col: str) -> list[tuple]:
+    """(trial row, epochs, values) of every trial with some finite `col`, in the trials' order."""
+    by_trial = dict(tuple(experiment.epochs.groupby("trial_id", sort=False)))
+    out = []
+    for t in experiment.trials.itertuples():
+        epochs = by_trial.get(t.trial_id)
+        if epochs is not None and not np.isnan(y := _floats(epochs[col])).all():
+            out.append((t, epochs["epoch"].to_numpy(dtype=float) + 1, y))
+    return out
 
 
-def _plot_curves(ax, trials: list[TrialRecord], rows: dict, col: str) -> int:
-    manual = [t for t in trials if t.arm != "finder"]
+def _plot_curves(ax, experiment: Experiment, col: str) -> int:
+    curves = _curves(experiment, col)
+    others = [t.trial_id for t, _, _ in curves if t.arm != "finder"]
     cmap = matplotlib.colormaps["viridis"]
-    n = 0
-    for t in trials:
-        xy = _series(t, col)
-        if xy is None:
-            continue
-        status = rows.get(t.name, {}).get("status", t.status)
+    for t, x, y in curves:
         if t.arm == "finder":
             style = {"color": _FINDER_COLOUR, "lw": 3.0, "zorder": 3}
         else:
-            i = manual.index(t)
-            style = {"color": cmap(i / max(1, len(manual) - 1) * 0.9), "lw": 1.3, "alpha": 0.85}
-        ax.plot(*xy, marker="o", ms=3, ls=_STYLE.get(status, "-"), label=_label(rows.get(t.name), t), **style)
-        n += 1
+            style = {"color": cmap(others.index(t.trial_id) / max(1, len(others) - 1) * 0.9), "lw": 1.3, "alpha": 0.85}
+        ax.plot(x, y, marker="o", ms=3, ls=_STYLE.get(t.status, "-"), label=_label(t), **style)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(col)
     ax.grid(alpha=0.3)
-    if col.endswith("loss") and n and all((np.nanmin(s[1]) > 0) for t in trials if (s := _series(t, col))):
+    if col.endswith("loss") and curves and all(np.nanmin(y) > 0 for _, _, y in curves):
         ax.set_yscale("log")
-    return n
+    return len(curves)
 
 
-def plot_metric(trials: list[TrialRecord], rows: dict, col: str, target_acc: float | None = None) -> Figure | None:
+def plot_metric(experiment: Experiment, col: str, target_acc: float | None = None) -> Figure | None:
     """One curve per trial of a per-epoch metric, the finder highlighted; None if no data."""
     fig = Figure(figsize=(8, 5))
     ax = fig.add_subplot()
-    if not _plot_curves(ax, trials, rows, col):
+    if not _plot_curves(ax, experiment, col):
         return None
     if target_acc is not None and col.endswith("acc"):
         ax.axhline(target_acc, color="grey", ls="--", lw=1, label=f"target {target_acc:g}")
@@ -202,10 +172,10 @@ def plot_metric(trials: list[TrialRecord], rows: dict, col: str, target_acc: flo
     return fig
 
 
-def plot_train_curves(trials: list[TrialRecord], rows: dict) -> Figure | None:
+def plot_train_curves(experiment: Experiment) -> Figure | None:
     fig = Figure(figsize=(13, 5))
     ax_loss, ax_acc = fig.subplots(1, 2)
-    n = _plot_curves(ax_loss, trials, rows, "train_loss") + _plot_curves(ax_acc, trials, rows, "train_acc")
+    n = _plot_curves(ax_loss, experiment, "train_loss") + _plot_curves(ax_acc, experiment, "train_acc")
     if not n:
         return None
     ax_loss.set_title("train_loss per epoch")
@@ -282,9 +252,8 @@ def _usable(curve: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | N
     return (lr, loss, ok) if (ok & np.isfinite(loss)).any() else None
 
 
-def _marker(rule: str | None) -> str:
-    rule = rule or "?"
-    return _RULE_MARKERS.get(rule) or _MORE_MARKERS[sum(map(ord, rule)) % len(_MORE_MARKERS)]
+def _marker(rule: str) -> str:
+    return _RULE_MARKERS[rule]
 
 
 def _panels(optimizers: list[str] | None, present: list[str]) -> list[str]:
@@ -300,7 +269,7 @@ def _legend(ax, **kw) -> None:
         ax.legend(unique.values(), unique.keys(), **kw)
 
 
-def plot_lr_finders(trials: list[TrialRecord], rows: dict, optimizers: list[str] | None = None) -> Figure | None:
+def plot_lr_finders(experiment: Experiment, optimizers: list[str] | None = None) -> Figure | None:
     """Every range test's loss vs LR (log x), every rule's pick marked on its curve.
 
     One curve: the single-test figure (`plot_lr_finder`). Several: one panel per optimiser, one
@@ -308,51 +277,48 @@ def plot_lr_finders(trials: list[TrialRecord], rows: dict, optimizers: list[str]
     a cyclic trial as a green bar from its min to its max LR. A panel with more than
     MAX_FINDER_CURVES curves shows its first seed only.
     """
-    cands = [t for t in trials if t.arm in RANGE_TEST_ARMS and _usable(t.lr_finder)]
+    cands = [(t, experiment.curves[t.trial_id]) for t in experiment.trials.itertuples()
+             if t.arm in RANGE_TEST_ARMS and _usable(experiment.curves.get(t.trial_id))]
     if not cands:
         return None
-    trained = tuple(dict.fromkeys(t.finder_rule for t in cands if t.arm == "finder" and t.finder_rule))
+    trained = tuple(dict.fromkeys(t.finder_rule for t, _ in cands if t.arm == "finder"))
     if len(_distinct_curves(cands)) == 1:
-        return plot_lr_finder(cands[0].lr_finder, trained)
-    opts = _panels(optimizers, [t.optimizer for t in cands])
+        return plot_lr_finder(cands[0][1], trained)
+    opts = _panels(optimizers, [t.optimizer for t, _ in cands])
     fig = Figure(figsize=(6.5 * len(opts) + 2.5, 4.8))
     axes = fig.subplots(1, len(opts), squeeze=False)[0]
     cmap = matplotlib.colormaps["tab10"]
     for ax, opt in zip(axes, opts):
-        mine = [t for t in cands if t.optimizer == opt]
+        mine = [(t, c) for t, c in cands if t.optimizer == opt]
         curves = _distinct_curves(mine)
         note = ""
         if len(curves) > MAX_FINDER_CURVES:
-            seed0 = min((t.seed for t in mine), key=lambda s: (s is None, s if isinstance(s, (int, float)) else 0))
-            curves, note = _distinct_curves([t for t in mine if t.seed == seed0]), f", seed {seed0} only"
+            seed0 = min(t.seed for t, _ in mine)
+            curves, note = _distinct_curves([(t, c) for t, c in mine if t.seed == seed0]), f", seed {seed0} only"
         drawn, rules = [], {}
         for i, group in enumerate(curves):
             colour = cmap(i % 10)
-            seeds = ", ".join(dict.fromkeys(str(t.seed) for t in group))
-            curve = group[0].lr_finder
+            seeds = ", ".join(dict.fromkeys(str(t.seed) for t, _ in group))
+            curve = group[0][1]
             drawn.append(_draw_range_test(ax, curve, colour, f"range test, seed {seeds}", set(trained)))
-            rules.update(dict.fromkeys(curve.get("suggestions") or {}))
+            rules.update(dict.fromkeys(curve["suggestions"]))
             lr, loss, ok = _usable(curve)
             fin = ok & np.isfinite(loss)
             order = np.argsort(lr[fin])
-            for t in group:
-                row = rows.get(t.name) or {}
-                chosen = row.get("lr")
-                if t.arm == "cyclic" and isinstance(chosen, (int, float)) and chosen > 0:
-                    y = float(np.interp(np.log10(chosen), np.log10(lr[fin][order]), loss[fin][order]))
-                    low = row.get("cyclic_min_lr") or chosen
-                    ax.plot([low, chosen], [y, y], color=_CYCLIC_COLOUR, lw=4, marker="|", ms=14, zorder=4,
+            for t, _ in group:
+                if t.arm == "cyclic" and not pd.isna(t.lr) and t.lr > 0:
+                    y = float(np.interp(np.log10(t.lr), np.log10(lr[fin][order]), loss[fin][order]))
+                    ax.plot([t.cyclic_min_lr, t.lr], [y, y], color=_CYCLIC_COLOUR, lw=4, marker="|", ms=14, zorder=4,
                             label="cyclic: min to max LR")
         _range_test_axes(ax, np.concatenate(drawn) if drawn else np.array([]), f"LR finder, {opt}{note}", list(rules))
     return fig
 
 
-def _distinct_curves(trials: list[TrialRecord]) -> list[list[TrialRecord]]:
-    """Trials grouped by identical (lr, loss) curves, in order: a shared range test is drawn once."""
-    groups: dict[tuple, list[TrialRecord]] = {}
-    for t in trials:
-        key = (tuple(t.lr_finder.get("lr") or []), tuple(map(str, t.lr_finder.get("loss") or [])))
-        groups.setdefault(key, []).append(t)
+def _distinct_curves(cands: list[tuple]) -> list[list[tuple]]:
+    """(trial, curve) pairs grouped by identical (lr, loss) curves, in order: a shared range test is drawn once."""
+    groups: dict[tuple, list[tuple]] = {}
+    for t, curve in cands:
+        groups.setdefault((tuple(curve["lr"]), tuple(map(str, curve["loss"]))), []).append((t, curve))
     return list(groups.values())
 
 
@@ -408,12 +374,6 @@ def plot_test_acc_vs_lr(summary: dict) -> Figure | None:
 
 
 # ---------------------------------------------------------------- report
-
-
-def _arm_lines(name: str, arm: dict | None, keys: list[str]) -> list[str]:
-    if arm is None:
-        return [f"- **{name}**: none (see the verdict)."]
-    return [f"- **{name}**: " + ", ".join(f"{k}={_fmt(arm.get(k), '.4g')}" for k in keys if k in arm)]
 
 
 def _mean_ci(d: dict | None, scale: float = 1.0, spec: str = ".2f") -> str:
@@ -503,23 +463,94 @@ def _range_test_lines(setting: dict) -> list[str]:
             markdown_table(pd.DataFrame(rows, columns=cols)), ""]
 
 
+# ---------------------------------------------------------------- verdicts
+
+
+def _status_counts(a: dict) -> str:
+    return ", ".join(f"{n} {st}" for st, n in a["n_by_status"].items() if n and st != "finished")
+
+
+def _arm_label(key: str, arm: dict | None) -> str:
+    """'finder (valley)', 'cyclic (lightning)': an arm named with the rule that chose its LR."""
+    base = key.split(":")[0]
+    rule = (arm or {}).get("rule") or (key.split(":")[1] if ":" in key else None)
+    return f"{base} ({rule})" if rule else base
+
+
+def _seeds(seeds: list) -> str:
+    return "seed " + ", ".join(map(str, seeds)) if seeds else "none"
+
+
+def setting_verdict(summary: dict, setting: dict, key: str = "finder") -> str:
+    """'sgd: finder (valley) vs best manual (lr=0.01): +0.40 ± 0.60 points of test accuracy over 3 seeds ...'.
+
+    `key`: the range-test arm compared with the best manual LR (default: the primary finder arm)."""
+    opt, arms, best = setting["optimizer"], setting["arms"], setting["best_manual"]
+    if not setting["n_trials"]:
+        return f"{opt}: no trials."
+    finder = arms.get(key)
+    label = _arm_label(key, finder)
+    trials = [t for t in summary["trials"] if t["optimizer"] == opt]
+    problems = []
+    if finder is None:
+        problems.append(f"there is no {label} trial")
+    elif finder["n"] == 0:
+        error = next((t["error"] for t in trials if t["arm_key"] == key and t["error"]), None)
+        problems.append(f"no {label} trial finished (of {finder['n_trials']}: {_status_counts(finder)}"
+                        + (f", first error: {error}" if error else "") + ")")
+    if best is None:
+        manual = sum(t["arm"] == "manual" for t in trials)
+        problems.append(f"no manual trial finished (of {manual})" if manual else "there is no manual trial")
+    if problems:
+        return f"{opt}: " + "; ".join(problems) + f", so {label} and best manual cannot be compared."
+    pair = setting["vs_best_manual"][key]
+    head = f"{opt}: {label} vs best manual (lr={arms[best]['lr']['mean']:.3g})"
+    if pair["n"] == 0:
+        return (f"{head}: they finished on no common seed ({label}: {_seeds(finder['seeds'])}; "
+                f"manual: {_seeds(arms[best]['seeds'])}), so they cannot be compared seed by seed.")
+    d = pair["test_acc_diff"]
+    s = f"{head}: {100 * d['mean']:+.2f}"
+    if d["ci95"] is not None:
+        s += f" ± {100 * (d['ci95'][1] - d['ci95'][0]) / 2:.2f}"
+    s += f" points of test accuracy over {pair['n']} seed{'s' if pair['n'] != 1 else ''}"
+    if pair["p_value"] is not None:
+        s += f" (paired t-test p = {pair['p_value']:.2g})"
+    elif pair["n"] >= 2 and d["std"] == 0:
+        s += " (the same difference on every seed)"
+    own, search = finder["time_s"]["mean"], setting["compute"]["manual_search_time_s"]
+    if own and search:
+        r = search / own
+        s += (f", {r:.1f}x less compute" if r >= 1 else f", {1 / r:.1f}x more compute") + (
+            f" ({own:.1f} s vs {search:.1f} s for the whole manual search, per seed)")
+    if finder["n"] < finder["n_trials"]:
+        s += (f"; {finder['n_trials'] - finder['n']} of {finder['n_trials']} {label} trials did not finish "
+              f"({_status_counts(finder)})")
+    return s + "."
+
+
+def verdicts(summary: dict) -> dict[str, list[str]]:
+    """Per optimiser, one sentence per range-test arm (each finder rule, cyclic), the primary finder first."""
+    out = {}
+    for opt, setting in summary["settings"].items():
+        keys = [k for k in setting["arms"] if k.split(":")[0] in RANGE_TEST_ARMS] or ["finder"]
+        out[opt] = [setting_verdict(summary, setting, k) for k in keys]
+    return out
+
+
 def verdict_lines(summary: dict) -> list[str]:
-    """One sentence per range-test arm (each finder rule, cyclic) and optimiser, the primary finder first."""
-    return [v for st in summary.get("settings", {}).values()
-            for v in (st.get("verdicts") or {"finder": st.get("verdict", "")}).values()]
+    return [line for lines in verdicts(summary).values() for line in lines]
 
 
-def _setting_lines(summary: dict, opt: str, setting: dict) -> list[str]:
-    trials = [t for t in summary.get("trials", []) if t.get("optimizer") == opt]
-    c = setting.get("compute") or {}
-    verdicts = list((setting.get("verdicts") or {"finder": setting.get("verdict", "")}).values())
-    lines = [f"## Optimizer: {opt}", "", "**Verdict.** " + verdicts[0], ""]
-    lines += [f"- {v}" for v in verdicts[1:]] + ([""] if verdicts[1:] else [])
+def _setting_lines(summary: dict, opt: str, setting: dict, sentences: list[str]) -> list[str]:
+    trials = [t for t in summary["trials"] if t["optimizer"] == opt]
+    c = setting["compute"]
+    lines = [f"## Optimizer: {opt}", "", "**Verdict.** " + sentences[0], ""]
+    lines += [f"- {v}" for v in sentences[1:]] + ([""] if sentences[1:] else [])
     if not trials:
         return lines
     lines += ["### Arms", "", markdown_table(arms_frame(setting)), "",
-              f"Compute per seed: finder arm {_fmt(c.get('finder_time_s'), '.1f')} s (mean `time_s`, range test "
-              f"included), whole manual search {_fmt(c.get('manual_search_time_s'), '.1f')} s (all manual trials "
+              f"Compute per seed: finder arm {_fmt(c['finder_time_s'], '.1f')} s (mean `time_s`, range test "
+              f"included), whole manual search {_fmt(c['manual_search_time_s'], '.1f')} s (all manual trials "
               "of a seed, every status).", ""]
     lines += _rules_lines(setting)
     lines += _range_test_lines(setting)
@@ -527,98 +558,70 @@ def _setting_lines(summary: dict, opt: str, setting: dict) -> list[str]:
     return lines
 
 
-FIGURE_TITLES = {
-    "test_acc_vs_lr": "Test accuracy against learning rate, every trial (finder choices marked)",
-    "lr_finder": "LR finder, loss vs learning rate",
-    "val_acc": "validation accuracy per epoch",
-    "val_loss": "validation loss per epoch",
-    "train_curves": "training loss and accuracy per epoch",
-}
-
-
-def render_markdown(summary: dict, figures: dict[str, str | None]) -> str:
-    """report.md; `figures` maps a figure key to its file name, or to None with the reason it was skipped."""
-    cfg = summary.get("config") or {}
-    lines = [f"# LR finder vs manual LR search: {summary.get('experiment', '')}", "",
-             f"**Verdict.** {summary.get('verdict', '')}", "",
+def render_markdown(summary: dict, figures: dict[str, str]) -> str:
+    """report.md; `figures` maps a figure key to its file name, or to the reason it was skipped."""
+    cfg = summary["config"]
+    said = verdicts(summary)
+    lines = [f"# LR finder vs manual LR search: {summary['experiment']}", "",
+             "**Verdict.** " + " ".join(s[0] for s in said.values()), "",
              "How to read it: every arm ran once per seed. `finder` is the LR finder with the primary rule, "
              "`finder:<rule>` with another rule, `cyclic` a cyclical LR between the range the finder found "
              "(its LR in tables and figures is the top of the cycle), `manual:<lr>` one manual LR, and `manual` "
              "the manual LR with the best mean last-epoch validation accuracy over the seeds (finished trials "
-             "only; never chosen by test accuracy). Means come with 95 % Student-t intervals over seeds "
-             "(scipy.stats.t.interval); differences are paired by seed, with a paired t-test "
-             "(scipy.stats.ttest_rel). `n` counts finished trials of all trials in the arm. Compute compares the "
-             "finder arm's mean `time_s` (range test + training) with the compute seconds of the whole manual "
-             "search of one seed.", ""]
-    if cfg:
-        keys = ("preset", "search", "optimizer", "seeds", "seed", "arms", "finder_rules", "epochs", "batch_size",
-                "target_acc")
-        lines += ["Setup: " + ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg and cfg[k] is not None)]
-    if summary.get("versions"):
-        lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items())]
-    lines += [""]
-    for opt, setting in (summary.get("settings") or {}).items():
-        lines += _setting_lines(summary, opt, setting)
-    run = summary.get("first_run") or {}
-    lines += [f"## One run in detail: optimizer {run.get('optimizer', '-')}, seed {run.get('seed', '-')}", "",
-              summary.get("first_run_verdict") or "", "",
-              "Time cost ratio = finder `total_time_s` (LR finder + training of the finder trial) / "
-              "`search_time_s` (compute seconds of this seed's manual trials together, including pruned, diverged "
-              "and failed ones). `search_wall_s` is the wall-clock span of that manual search (first manual trial "
-              "start to last manual report); trials run in parallel, so it can be shorter than `search_time_s`. "
-              "Here the best manual trial is this seed's, chosen by last-epoch validation accuracy (ties: lower "
-              "validation loss). Time to target: seconds of training until `val_acc` first reached "
-              f"{summary.get('target_acc')} (the range test's time included for the finder and cyclic arms).", ""]
-    lines += _arm_lines("Finder", summary.get("finder"), ["lr", "finder_time_s", "train_time_s", "total_time_s",
-                                                          "val_acc", "test_acc", "time_to_target_s"])
-    lines += _arm_lines("Best manual", summary.get("best_manual"), ["lr", "train_time_s", "search_time_s",
-                                                                    "search_wall_s", "val_acc", "test_acc",
-                                                                    "time_to_target_s"])
-    if not summary.get("trials"):
-        lines += ["", "_No trials found._"]
-    lines += ["", "## Figures", ""]
-    for i, (key, title) in enumerate(FIGURE_TITLES.items(), start=1):
-        fig = figures.get(key)
-        title = f"Figure {i}: {title}"
-        if fig and fig.endswith(".png"):
-            lines += [f"### {title}", "", f"![{title}]({fig})", ""]
-        else:
-            lines += [f"### {title}", "", f"_Skipped: {fig or 'no data'}._", ""]
-    errors = [t for t in summary.get("trials", []) if t.get("error")]
+             "only; never chosen by test accuracy). Means come with 95 % Student-t intervals over seeds; "
+             "differences are paired by seed, with a paired t-test (scipy's ttest_1samp and ttest_rel). `n` "
+             "counts finished trials of all trials in the arm. Compute compares the finder arm's mean `time_s` "
+             "(range test + training) with the compute seconds of the whole manual search of one seed. Time to "
+             f"target: seconds of training until `val_acc` first reached {summary['target_acc']} (the range "
+             "test's time included for the finder and cyclic arms).", ""]
+    keys = ("preset", "search", "optimizer", "seeds", "seed", "arms", "finder_rules", "epochs", "batch_size", "target_acc")
+    lines += ["Setup: " + ", ".join(f"{k}={cfg[k]}" for k in keys if cfg.get(k) is not None)]
+    lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()), ""]
+    for opt, setting in summary["settings"].items():
+        lines += _setting_lines(summary, opt, setting, said[opt])
+    if not summary["trials"]:
+        lines += ["_No trials found._", ""]
+    lines += ["## Figures", ""]
+    for i, (key, (_, title)) in enumerate(FIGURES.items(), start=1):
+        title, fig = f"Figure {i}: {title}", figures[key]
+        lines += [f"### {title}", "", f"![{title}]({fig})" if fig.endswith(".png") else f"_Skipped: {fig}._", ""]
+    errors = [t for t in summary["trials"] if t["error"]]
     if errors:
-        lines += ["## Errors", ""] + [f"- {t.get('optimizer', '')} {_shown_arm(t)} lr={_fmt(t.get('lr'), '.3g')} "
-                                      f"seed={t.get('seed')} ({t['trial_id']}): {t['error']}" for t in errors] + [""]
+        lines += ["## Errors", ""] + [f"- {t['optimizer']} {_shown_arm(t)} lr={_fmt(t['lr'], '.3g')} "
+                                      f"seed={t['seed']} ({t['trial_id']}): {t['error']}" for t in errors] + [""]
     return "\n".join(lines)
 
 
-def write_report(exp_dir: Path, summary: dict) -> dict[str, Path]:
-    """Write summary.json, comparison.csv, the figures and report.md; return their paths by name."""
+def write_report(exp_dir: Path, experiment: Experiment, summary: dict) -> dict[str, Path]:
+    """Write summary.json (with the verdicts), comparison.csv, the figures and report.md into the
+    local folder `exp_dir`; return their paths by key. A figure without data is removed, not kept stale."""
     exp_dir = Path(exp_dir)
-    trials = load_trials(exp_dir, epochs=(summary.get("config") or {}).get("epochs"))
-    rows = {t.get("dir"): t for t in summary.get("trials", [])}
-    written: dict[str, Path] = {}
-
-    written["summary"] = atomic_write_text(
-        exp_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    written["comparison"] = atomic_write_text(
-        exp_dir / "comparison.csv", comparison_frame(summary).to_csv(index=False))
-
+    said = verdicts(summary)
+    files = {
+        "summary": ("summary.json", json.dumps({**summary, "verdict": " ".join(s[0] for s in said.values()),
+                                                "verdicts": said}, indent=2, allow_nan=False) + "\n"),
+        "comparison": ("comparison.csv", comparison_frame(summary).to_csv(index=False)),
+    }
+    written = {}
+    for key, (name, text) in files.items():
+        write_atomic(exp_dir / name, text)
+        written[key] = exp_dir / name
     figs = {
         "test_acc_vs_lr": (plot_test_acc_vs_lr(summary), "no trial has both an LR and a test accuracy"),
-        "lr_finder": (plot_lr_finders(trials, rows, summary.get("optimizers")),
-                      "no LR-finder curve (no lr_finder.json with a usable lr/loss curve)"),
-        "val_acc": (plot_metric(trials, rows, "val_acc", summary.get("target_acc")), "no trial reported val_acc"),
-        "val_loss": (plot_metric(trials, rows, "val_loss"), "no trial reported val_loss"),
-        "train_curves": (plot_train_curves(trials, rows), "no trial reported train_loss or train_acc"),
+        "lr_finder": (plot_lr_finders(experiment, summary["optimizers"]), "no usable range-test curve"),
+        "val_acc": (plot_metric(experiment, "val_acc", summary["target_acc"]), "no trial reported val_acc"),
+        "val_loss": (plot_metric(experiment, "val_loss"), "no trial reported val_loss"),
+        "train_curves": (plot_train_curves(experiment), "no trial reported train_loss or train_acc"),
     }
-    names: dict[str, str | None] = {}
+    names = {}
     for key, (fig, reason) in figs.items():
-        path = exp_dir / FIGURES[key]
+        path = exp_dir / FIGURES[key][0]
         if fig is None:
-            path.unlink(missing_ok=True)  # a stale figure from an earlier report would mislead
+            path.unlink(missing_ok=True)
             names[key] = reason
         else:
             written[key] = _save_figure(fig, path)
             names[key] = path.name
-    written["report"] = atomic_write_text(exp_dir / "report.md", render_markdown(summary, names))
+    write_atomic(exp_dir / "report.md", render_markdown(summary, names))
+    written["report"] = exp_dir / "report.md"
     return written

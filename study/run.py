@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from study.progress import LOG_FILE as PROGRESS_LOG
     from study.space import trial_points
     from trainables.data import DataError, load_dataset
+    from trainables.files import write_atomic
 
     started = time.perf_counter()  # Python imports not counted
     seconds = {}  # where the wall time goes, in order
@@ -126,11 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     seconds["ray_shutdown_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     local = storage.local_copy(path)  # a URI's experiment is analysed in a local mirror
-    summary = analysis.summarize(local, target_acc=config.target_acc)
-    written = report.write_report(local, summary)
+    experiment = analysis.load(local)
+    summary = analysis.summarize(experiment)
+    written = report.write_report(local, experiment, summary)
     seconds["analysis_s"] = time.perf_counter() - mark
     seconds["wall_s"] = time.perf_counter() - started
-    (local / TIMINGS_FILE).write_text(json.dumps(seconds, indent=1))
+    write_atomic(local / TIMINGS_FILE, json.dumps(seconds, indent=1))
     storage.publish(local, path, (*report.OUTPUTS, TIMINGS_FILE))
     print()
     print(report.format_table(summary))

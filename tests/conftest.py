@@ -70,3 +70,19 @@ def smoke_study(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
                       "--data-dir", str(real_data_dir()))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return results / "smoke", proc
+
+
+# The small real run that the analysis tests read: every arm and both optimisers over two seeds,
+# one epoch on a tiny subset; LR 50 diverges (SGD for sure).
+RECORDED_ARGS = ("--arms", "finder,manual,cyclic", "--optimizer", "sgd,adam", "--seeds", "2", "--subset", "640",
+                 "--epochs", "1", "--lrs", "0.01,50", "--finder-rules", "lightning,valley")
+
+
+@pytest.fixture(scope="session")
+def recorded_study(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The experiment folder of one small real study (real Ray, Lightning, Fashion-MNIST)."""
+    results = tmp_path_factory.mktemp("recorded")
+    proc = run_module("study.run", *RECORDED_ARGS, "--results-dir", str(results), "--name", "recorded",
+                      "--data-dir", str(real_data_dir()))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return results / "recorded", proc

@@ -37,10 +37,6 @@ def test_every_trial_finished_all_epochs(smoke_study):
                 "train_time_s", "node_id", "node_ip"} <= set(last)
         assert 0 <= last["val_acc"] <= 1 and last["arm"] in ("finder", "manual")
         assert not (trial / "error.txt").exists()
-        # The trial's own history.json: the same rows, with Ray's iteration and trial id.
-        own = json.loads((trial / "history.json").read_text())
-        assert [(r["epoch"], r["training_iteration"]) for r in own] == [(r["epoch"], r["training_iteration"]) for r in history]
-        assert [(r["val_acc"], r["trial_id"], r["pid"]) for r in own] == [(r["val_acc"], r["trial_id"], r["pid"]) for r in history]
 
 
 def test_manual_trials_train_with_their_own_lr(smoke_study):
@@ -150,10 +146,10 @@ def test_summary_agrees_with_the_trials_own_files(smoke_study):
             assert s[key] == pytest.approx(last[key]), (trial.name, key)
     finder = summary["finder"]
     assert finder["lr"] == pytest.approx(json.loads(next(exp.glob("finder-lightning*/lr_finder.json")).read_text())["suggestion"])
-    assert finder["total_time_s"] == pytest.approx(finder["finder_time_s"] + finder["train_time_s"])
+    assert finder["time_s"] == pytest.approx(finder["finder_time_s"] + finder["train_time_s"])
     manual = [t for t in summary["trials"] if t["arm"] == "manual"]
-    assert summary["best_manual"]["val_acc"] == max(t["val_acc"] for t in manual)
-    assert summary["verdict"] and summary["verdict"].splitlines()[0] in proc.stdout
+    assert summary["best_manual"]["val_acc"] == max(t["val_acc"] for t in manual)  # one seed: the best trial
+    assert summary["verdict"] and summary["verdict"] in proc.stdout
 
 
 def test_figures_are_real_pngs_and_analyze_reproduces_the_summary(smoke_study):
@@ -225,12 +221,12 @@ def test_console_shows_one_line_per_ended_trial_and_trials_log_the_details(smoke
     assert [ln.split("]")[0] for ln in progress] == [f"[{i}/{n}" for i in range(1, n + 1)], proc.stdout
     assert all(": done, val_acc " in ln and " | best " in ln for ln in progress), progress
     assert all("left" in ln for ln in progress[:-1]) and "left" not in progress[-1]
-    best = max(json.loads((t / "history.json").read_text())[-1]["val_acc"] for t in trial_dirs(exp))
+    best = max(rows(t)[-1]["val_acc"] for t in trial_dirs(exp))
     assert f"| best {best:.4f} " in progress[-1]
     # Ray Tune's one configuration box at the start stays; no box, table or status per trial
     assert proc.stdout.count("╭") == 1 and "Trial status" not in proc.stdout and "Trial name" not in proc.stdout
     assert len(proc.stdout.splitlines()) < 40, proc.stdout
     log = [json.loads(line) for line in (exp / "trials.log").read_text().splitlines()]
     assert len(log) == n and {e["status"] for e in log} == {"done"}
-    assert {e["trial"] for e in log} == {json.loads((t / "history.json").read_text())[0]["trial_id"] for t in trial_dirs(exp)}
+    assert {e["trial"] for e in log} == {rows(t)[0]["trial_id"] for t in trial_dirs(exp)}
     assert all({"arm", "seed", "optimizer"} <= set(e["config"]) and "val_acc" in e["last_result"] for e in log)
