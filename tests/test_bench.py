@@ -54,5 +54,5 @@ def test_study_benchmark_reads_the_runs_own_timings(tmp_path):
     assert exp.is_relative_to(tmp_path)
     timings = json.loads((exp / "timings.json").read_text())
     assert f"Ray start-up {timings['ray_start_s']:.1f} s" in out and f"Ray shutdown {timings['ray_shutdown_s']:.1f} s" in out
-    for pattern in (r"lr_find ([\d.]+) s", r"busy / \(wall x 2 slots\) = ([\d.]+)", r"peak USS (\d+) MB"):
+    for pattern in (r"lr_find ([\d.]+) s", r"busy / \(wall x \d+ slots\) = ([\d.]+)", r"peak USS (\d+) MB"):
         number(pattern, out)

@@ -210,10 +210,12 @@ def test_too_many_cpus_is_one_line_even_after_ray_started(tmp_path):
     from tests.conftest import REPO
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["RAY_OVERRIDE_RESOURCES"] = '{"CPU": 2}'  # whatever this machine has
     proc = subprocess.run([sys.executable, "-m", "study.run", "--cpus-per-trial", "64", "--results-dir", str(tmp_path)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "more than any node has" in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "--cpus-per-trial 64 is more than any node has (largest: 2 CPUs)" in proc.stderr
 
 
 # -- --resume with flags ------------------------------------------------------------------------------

@@ -412,7 +412,8 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tmp_path):
     args, message, env = {
         "unreachable_address": (["--address", "127.0.0.1:1"], "cannot reach --address 127.0.0.1:1", {}),
         # Ray prints a one-line notice of its default token auth when RAY_AUTH_MODE is unset.
-        "too_many_cpus": (["--cpus-per-trial", "64"], "--cpus-per-trial 64 is more than any node has", {"RAY_AUTH_MODE": "token"}),
+        "too_many_cpus": (["--cpus-per-trial", "64"], "--cpus-per-trial 64 is more than any node has (largest: 2 CPUs)",
+                          {"RAY_AUTH_MODE": "token", "RAY_OVERRIDE_RESOURCES": '{"CPU": 2}'}),  # whatever this machine has
         "too_many_gpus": (["--gpus-per-trial", "64"], "--gpus-per-trial 64 is more than any node has", {"RAY_AUTH_MODE": "token"}),
         "truncated_data": (["--data-dir", str(truncated_copy(tmp_path))], FILES["train_images"], {}),
         "results_under_a_file": (["--results-dir", str(tmp_path / "file" / "results")], "cannot create results folder", {}),
