@@ -314,8 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         r = bench_study(args.study_args)
         print(f"study       {r['study_args'] or 'default study'}: process wall {r['process_wall_s']:.1f} s, "
               f"Tune (first trial start to last report) {r['tune_wall_s']:.1f} s, outside Tune {r['outside_tune_s']:.1f} s: "
-              f"Ray start-up {r['run_ray_start_s']:.1f} s, Ray shutdown {r['run_ray_shutdown_s']:.1f} s, data {r['run_data_s']:.1f} s, "
-              f"analysis and report {r['run_analysis_s']:.1f} s, the rest Python imports and Tune's own start and end")
+              f"start-up {r['run_startup_s']:.1f} s (Ray start-up {r['run_ray_start_s']:.1f} s alongside imports and data "
+              f"{r['run_prepare_s']:.1f} s), Tune's own start and end {r['run_tune_s'] - r['tune_wall_s']:.1f} s, "
+              f"finish {r['run_finish_s']:.1f} s (Ray shutdown {r['run_ray_shutdown_s']:.1f} s alongside analysis and report "
+              f"{r['run_analysis_s']:.1f} s), the rest importing study.run and ray")
         print(f"finder      lr_find {r['finder_time_s'] or 0:.2f} s = {100 * r['finder_share']:.2f} % of the finder trial (goal <= 3 %)")
         print(f"scheduling  busy / (wall x {r['slots']:.0f} slots) = {r['busy_over_wall_x_slots']:.3f} (goal >= 0.90)")
         print(f"memory      per trial process: peak USS {r['peak_trial_uss_mb']:.0f} MB (goal <= 700 MB), peak RSS "

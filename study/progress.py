@@ -35,7 +35,7 @@ class Progress(tune.Callback):
     """A Ray Tune callback: `print_line` gets one line per ended trial; `experiment` (a local
     folder or a URI) gets trials.log. Trials that ended before a --resume count as done."""
 
-    def __init__(self, experiment: str, total: int, epochs: int, print_line: Callable[[str], None] = print):
+    def __init__(self, experiment: str, total: int, epochs: int, print_line: Callable[[str], None] | None = None):
         self.experiment, self.total, self.epochs, self.print_line = experiment, total, epochs, print_line
         self.done_before: int | None = None  # set at the first step of each process (Tuner.restore
         # brings back this object as it was pickled at the study's start)
@@ -84,7 +84,7 @@ class Progress(tune.Callback):
         left = self.total - done
         if left > 0:
             line += f" | about {_minutes((time.monotonic() - self.started) / self.ended_here * left)} left"
-        self.print_line(line)
+        (self.print_line or print)(line)  # print as it is now: Ray's start replaces builtins.print
         scalars = {k: v for k, v in result.items() if isinstance(v, (str, int, float, bool)) or v is None}
         self.lines.append(json.dumps({"trial": trial.trial_id, "status": status, "config": trial.config,
                                       "last_result": scalars}, default=str))

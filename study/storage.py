@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
-from study.config import ConfigError
+from study.config import ConfigError, StudyConfig
 from trainables.files import write_atomic
 
 WRITE_CHECK = ".lrstudy-write-check"
@@ -111,6 +111,33 @@ def read_text(location: str, name: str) -> str:
     fs, path = filesystem(location)
     with fs.open_input_stream(posixpath.join(path, name)) as f:
         return f.read().decode("utf-8")
+
+
+def prepare_experiment_dir(config: StudyConfig, create: bool = True) -> str:
+    """The experiment folder, refusing to clobber an earlier study unless asked to.
+
+    `create=False` only checks: run.py refuses a taken --name before anything starts, and removes
+    (--overwrite) or creates the folder only once Ray is reached and the resources fit, so a
+    study that cannot start leaves the old one in place.
+    """
+    path = experiment_dir(config.results_dir, config.name)
+    exists = is_nonempty_dir(path)
+    if config.resume:
+        if not exists:  # (and whether Ray Tune can restore it: orchestrate.run_study)
+            raise ConfigError(f"--resume: no experiment to resume at {path}")
+        return path
+    if exists and not config.overwrite:
+        raise ConfigError(f"experiment {path} already exists: pass --resume to continue it or --overwrite to replace it")
+    if not create:
+        check_writable(path)
+        return path
+    try:
+        if exists:
+            remove(path)
+        make_dir(path)
+    except OSError as e:
+        raise ConfigError(f"cannot create results folder {path}: {str(e).splitlines()[0]}") from None
+    return path
 
 
 def mirror_dir(location: str) -> Path:

@@ -129,7 +129,7 @@ def test_gpu_trials_wait_for_the_autoscaler_where_it_can_start_gpu_nodes(local_r
     """No GPU node is up (cluster.yaml's gpu_worker has min_workers 0): a GPU study is accepted
     when the autoscaler may start a GPU node, refused in one line otherwise."""
     from study.config import StudyConfig
-    from study.orchestrate import trial_resources
+    from study.cluster import trial_resources
 
     gpu = StudyConfig(gpus_per_trial=0.25)
     assert trial_resources(gpu, bootstrap_config(tmp_path)) == {"cpu": 1, "gpu": 0.25}

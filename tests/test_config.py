@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from study.config import SMOKE, ConfigError, StudyConfig, build_parser, config_from_args, flag
-from study.orchestrate import _tune_settings, prepare_experiment_dir
+from study.orchestrate import _tune_settings
+from study.storage import prepare_experiment_dir
 from study.run import _stored_config, main
 from study.space import manual_lrs, trial_points
 from tests.conftest import REPO, run_module

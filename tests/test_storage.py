@@ -14,7 +14,8 @@ from ray.train._internal.storage import get_fs_and_path
 
 from study import storage
 from study.config import ConfigError, StudyConfig
-from study.orchestrate import _run_config, prepare_experiment_dir
+from study.orchestrate import _run_config
+from study.storage import prepare_experiment_dir
 from study.run import main
 from tests.conftest import real_data_dir, run_module
 
