@@ -31,12 +31,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from study.config import ARMS
 from study.storage import STUDY_FILE
 from trainables.files import FINDER_FILE
 
 STATUSES = ("finished", "pruned", "diverged", "error", "unfinished")
 RANGE_TEST_ARMS = ("finder", "cyclic")  # arms whose LR comes from the trial's own range test
-ARM_ORDER = ("finder", "cyclic", "manual")
+ARM_ORDER = (*(a for a in ARMS if a != "manual"), "manual")  # the manual trials last
 CONFIDENCE = 0.95
 ARM_METRICS = ("test_acc", "test_loss", "val_acc", "val_loss", "time_s", "train_time_s", "time_to_target_s")
 EPOCH_COLUMNS = ("trial_id", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_time_s",
@@ -160,10 +161,11 @@ def _status(ray_status: str, df: pd.DataFrame, epochs: int) -> str:
 
 
 def arm_key(arm: str, lr: float | None, rule: str | None, primary_rule: str) -> str:
-    """finder | finder:<rule> | cyclic | cyclic:<rule> | manual:<lr> (lr with :g)."""
+    """finder | finder:<rule> | cyclic | cyclic:<rule> | manual:<lr> (lr with :g) | the arm
+    itself for the others (one trial per seed, whatever step size it adapts to)."""
     if arm in RANGE_TEST_ARMS:
         return arm if rule == primary_rule else f"{arm}:{rule}"
-    return f"{arm}:{lr:g}"
+    return f"{arm}:{lr:g}" if arm == "manual" else arm
 
 
 def _sort(trials: pd.DataFrame, config: dict) -> pd.DataFrame:
@@ -274,9 +276,9 @@ def setting_summary(optimizer: str, trials: pd.DataFrame) -> dict:
         if key.startswith("manual:") and best is not None and "manual" not in arms:
             arms["manual"] = {**arm_stats(groups[best]), "chosen": best}
         arms[key] = arm_stats(group)
-    range_arms = [k for k in groups if k.split(":")[0] in RANGE_TEST_ARMS]
-    vs_best = {k: paired(groups[k], groups[best], best) for k in range_arms} if best else {}
-    vs_finder = {k: paired(groups[k], groups["finder"], "finder") for k in range_arms
+    others = [k for k in groups if not k.startswith("manual:")]  # finder rules, cyclic, learning-rate-free arms
+    vs_best = {k: paired(groups[k], groups[best], best) for k in others} if best else {}
+    vs_finder = {k: paired(groups[k], groups["finder"], "finder") for k in others
                  if k != "finder" and "finder" in groups}
     # The whole manual search of a seed costs every manual trial's compute, whatever its status.
     search = trials[trials["arm"] == "manual"].groupby("seed")["time_s"].sum(min_count=1).dropna()
@@ -288,6 +290,51 @@ def setting_summary(optimizer: str, trials: pd.DataFrame) -> dict:
             "compute": {"finder_time_s": finder_time, "manual_search_time_s": search_time,
                         "manual_search_time_s_by_seed": [[s, float(t)] for s, t in search.items()],
                         "manual_over_finder": search_time / finder_time if finder_time and search_time else None}}
+
+
+def search_progress(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """A manual search as it ran, one row per reported epoch in time order: the compute all its
+    trials had spent by then (each trial's training seconds so far, summed) and the best
+    validation accuracy seen so far."""
+    rows = epochs[epochs["trial_id"].isin(trials["trial_id"])].sort_values("report_ts", kind="stable")
+    spent = rows.groupby("trial_id")["train_time_s"].diff().fillna(rows["train_time_s"])
+    return pd.DataFrame({"compute_s": spent.cumsum().to_numpy(),
+                         "best_val_acc": rows["val_acc"].astype(float).cummax().to_numpy()})
+
+
+def strategies(trials: pd.DataFrame, epochs: pd.DataFrame, search: str, target: float) -> tuple[list[dict], dict]:
+    """Every way to a trained model, compared per seed, as compute against accuracy.
+
+    Each arm other than manual is one strategy, one trial per seed (a finder rule or cyclic: range
+    test plus training; a learning-rate-free optimiser: one training). The manual search is one
+    strategy as a whole: every trial it ran, whatever its status, delivering its trial with the
+    best validation accuracy (ties to the lower validation loss, then the lower LR). Per seed: the
+    compute seconds spent, the delivered model's test accuracy, and the compute spent until a model
+    first reached `target` validation accuracy. Returns the table (means and 95 % intervals over
+    seeds) and, per seed, the manual search's progress (`search_progress`)."""
+    per_seed, progress = [], {}
+    for key, group in trials[trials["arm"] != "manual"].groupby("arm_key", sort=False):
+        for t in group.itertuples():
+            per_seed.append({"strategy": key, "seed": t.seed, "compute_s": t.time_s, "to_target_s": t.time_to_target_s,
+                             "test_acc": t.test_acc if t.status == "finished" else None})
+    name = f"{search} search"
+    for seed, group in trials[trials["arm"] == "manual"].groupby("seed"):
+        done = group[(group["status"] == "finished") & group["val_acc"].notna()]
+        chosen = done.sort_values(["val_acc", "val_loss", "lr"], ascending=[False, True, True]).head(1)
+        run = search_progress(group, epochs)
+        reached = run[run["best_val_acc"] >= target]
+        per_seed.append({"strategy": name, "seed": seed, "compute_s": group["time_s"].sum(),
+                         "to_target_s": reached["compute_s"].iloc[0] if len(reached) else None,
+                         "test_acc": chosen["test_acc"].iloc[0] if len(chosen) else None})
+        progress[seed] = run.to_dict("list")
+    table = []
+    for key, rows in pd.DataFrame(per_seed, columns=["strategy", "seed", "compute_s", "to_target_s", "test_acc"]).groupby(
+            "strategy", sort=False):
+        table.append({"strategy": key, "kind": "search" if key == name else "arm", "seeds": rows["seed"].tolist(),
+                      "compute_s": describe(rows["compute_s"]), "test_acc": describe(rows["test_acc"]),
+                      "compute_to_target_s": describe(rows["to_target_s"]),
+                      "reached_target": int(rows["to_target_s"].notna().sum())})
+    return table, progress
 
 
 def range_tests(experiment: Experiment, trials: pd.DataFrame) -> list[dict]:
@@ -325,13 +372,16 @@ def summarize(experiment: Experiment, target_acc: float | None = None) -> dict:
     settings = {}
     for o in optimizers:
         mine = trials[trials["optimizer"] == o]
-        settings[o] = {**setting_summary(o, mine), "range_tests": range_tests(experiment, mine)}
+        table, progress = strategies(mine, epochs, config["search"], target)
+        settings[o] = {**setting_summary(o, mine), "range_tests": range_tests(experiment, mine),
+                       "strategies": table, "search_progress": progress}
     first = settings[optimizers[0]]
     summary = {
         "experiment": experiment.name, "target_acc": target, "optimizers": optimizers,
         "finder_rules": list(config["finder_rules"]), "seeds": sorted(trials["seed"].unique().tolist()),
         "arms": first["arms"], "paired": first["paired"], "settings": settings,
         "finder": _flat(first["arms"].get("finder")), "best_manual": _flat(first["arms"].get("manual")),
+        "strategies": [{"optimizer": o, **row} for o in optimizers for row in settings[o]["strategies"]],
         "trials": trials.to_dict("records"), "config": config,
         "versions": experiment.study.get("versions", {}), "started_at": experiment.study.get("started_at"),
     }

@@ -32,6 +32,8 @@ FIGURES = {  # key: (file, title in report.md), in the report's order
     "val_acc": ("val_acc.png", "validation accuracy per epoch"),
     "val_loss": ("val_loss.png", "validation loss per epoch"),
     "train_curves": ("train_curves.png", "training loss and accuracy per epoch"),
+    "compute_vs_accuracy": ("compute_vs_accuracy.png", "Every strategy: compute per seed against delivered test accuracy"),
+    "search_progress": ("search_progress.png", "The manual search as it ran: best validation accuracy against compute"),
 }
 OUTPUTS = ("summary.json", "comparison.csv", "report.md", *(f for f, _ in FIGURES.values()))  # every file written
 _STYLE = {"finished": "-", "pruned": "--", "diverged": ":", "error": "-.", "unfinished": "-."}
@@ -373,6 +375,69 @@ def plot_test_acc_vs_lr(summary: dict) -> Figure | None:
     return fig
 
 
+def plot_compute_vs_accuracy(summary: dict) -> Figure | None:
+    """One point per strategy (`summary["strategies"]`): mean compute per seed (log x) against mean
+    delivered test accuracy, with 95 % intervals over seeds both ways, drawn within what can be
+    (accuracy in [0, 1], compute above 0: few seeds give wide t-intervals); a panel per optimiser."""
+    rows = [r for r in summary["strategies"] if r["compute_s"]["mean"] and r["test_acc"]["mean"] is not None]
+    if not rows:
+        return None
+    opts = _panels(summary["optimizers"], [r["optimizer"] for r in rows])
+    fig = Figure(figsize=(5.5 * len(opts) + 2.5, 4.8))
+    axes = fig.subplots(1, len(opts), squeeze=False, sharey=True)[0]
+    cmap = matplotlib.colormaps["tab10"]
+    names = list(dict.fromkeys(r["strategy"] for r in rows))
+    for ax, opt in zip(axes, opts):
+        for r in (r for r in rows if r["optimizer"] == opt):
+            x, y = r["compute_s"], r["test_acc"]
+            (x_lo, x_hi), (y_lo, y_hi) = x["ci95"] or [x["mean"]] * 2, y["ci95"] or [y["mean"]] * 2
+            err = [[[x["mean"] - max(x_lo, x["min"] / 10)], [x_hi - x["mean"]]],
+                   [[y["mean"] - max(y_lo, 0.0)], [min(y_hi, 1.0) - y["mean"]]]]
+            ax.errorbar([x["mean"]], [y["mean"]], xerr=err[0], yerr=err[1], fmt="s" if r["kind"] == "search" else "o",
+                        ms=8, capsize=3, color=cmap(names.index(r["strategy"]) % 10), label=f"{r['strategy']} (n={x['n']})")
+        ax.set_xscale("log")
+        ax.set_xlabel("compute per seed, s (log scale)")
+        ax.set_title(f"compute vs test accuracy, {opt}")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("delivered test accuracy")
+    handles = {}
+    for ax in axes:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    axes[-1].legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def plot_search_progress(summary: dict) -> Figure | None:
+    """The manual search of each seed: best validation accuracy so far against the compute its trials
+    had spent (log x), with the target; each finder arm's mean compute to target as a marker."""
+    opts = [o for o in summary["optimizers"]
+            if any(run["compute_s"] for run in summary["settings"][o]["search_progress"].values())]
+    if not opts:
+        return None
+    fig = Figure(figsize=(5.5 * len(opts) + 2.5, 4.8))
+    axes = fig.subplots(1, len(opts), squeeze=False, sharey=True)[0]
+    for ax, opt in zip(axes, opts):
+        setting = summary["settings"][opt]
+        for seed, run in setting["search_progress"].items():
+            ax.step(run["compute_s"], run["best_val_acc"], where="post", lw=1.3, label=f"{summary['config']['search']} search, seed {seed}")
+        for r in setting["strategies"]:
+            t = r["compute_to_target_s"]
+            if r["kind"] == "arm" and t["mean"] is not None:
+                ax.plot([t["mean"]], [summary["target_acc"]], ls="none", marker="v", ms=9,
+                        label=f"{r['strategy']}: compute to target ({r['reached_target']}/{len(r['seeds'])} seeds)")
+        ax.axhline(summary["target_acc"], color="grey", ls="--", lw=1, label=f"target {summary['target_acc']:g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("compute spent, s (log scale)")
+        ax.set_title(f"best validation accuracy so far, {opt}")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("best validation accuracy so far")
+    handles = {}
+    for ax in axes:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    axes[-1].legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -416,6 +481,20 @@ def arms_frame(setting: dict) -> pd.DataFrame:
                      _mean_ci(a["test_loss"], 1, ".4f"), _mean_ci(a["time_s"], 1, ".1f"),
                      _pair_cell((setting.get("vs_best_manual") or {}).get(key))])
     return pd.DataFrame(rows, columns=cols)
+
+
+def _strategy_lines(setting: dict) -> list[str]:
+    """Every strategy's compute against its accuracy, means with 95 % intervals over seeds."""
+    cols = ["strategy", "seeds", "compute s per seed [95% CI]", "test_acc % [95% CI]", "compute to target s", "reached target"]
+    rows = [[r["strategy"], len(r["seeds"]), _mean_ci(r["compute_s"], 1, ".1f"), _mean_ci(r["test_acc"], 100),
+             _mean_ci(r["compute_to_target_s"], 1, ".1f"), f"{r['reached_target']}/{len(r['seeds'])}"]
+            for r in setting["strategies"]]
+    return ["### Strategies: compute against accuracy", "",
+            "A strategy is one way to a trained model: a finder rule or cyclic (range test plus one training), a "
+            "learning-rate-free optimiser (one training), or the manual search as a whole (every trial it ran; it "
+            "delivers its trial with the best validation accuracy). Compute is training seconds per seed; compute to "
+            "target counts, in the order things ran, until a model first reached the target validation accuracy.", "",
+            markdown_table(pd.DataFrame(rows, columns=cols)), ""]
 
 
 def _rules_lines(setting: dict) -> list[str]:
@@ -528,12 +607,38 @@ def setting_verdict(summary: dict, setting: dict, key: str = "finder") -> str:
     return s + "."
 
 
+def _reaches(row: dict, bar: float) -> bool:
+    """A strategy's test accuracy reaches `bar` within its 95 % interval (its mean, from one seed)."""
+    acc = row["test_acc"]
+    return acc["mean"] is not None and (acc["ci95"][1] if acc["ci95"] else acc["mean"]) >= bar
+
+
+def strategy_verdict(setting: dict) -> str:
+    """'sgd: the cheapest strategy that reaches the grid search's test accuracy (89.60 %) within its
+    interval: finder:valley, 89.20 % [86.40, 92.00], 103.0 s of compute per seed against 448.0 s ...'."""
+    opt, rows = setting["optimizer"], setting["strategies"]
+    search = next((r for r in rows if r["kind"] == "search"), None)
+    if search is None or search["test_acc"]["mean"] is None:
+        return f"{opt}: no manual search delivered a tested model, so no strategy can be measured against one."
+    bar = search["test_acc"]["mean"]
+    head = f"{opt}: the cheapest strategy that reaches the {search['strategy']}'s test accuracy ({100 * bar:.2f} %)"
+    cheapest = min((r for r in rows if _reaches(r, bar) and r["compute_s"]["mean"] is not None),
+                   key=lambda r: r["compute_s"]["mean"])
+    own, whole = cheapest["compute_s"]["mean"], search["compute_s"]["mean"]
+    if cheapest is search:
+        return f"{head} within its interval is the search itself ({whole:.1f} s of compute per seed): nothing cheaper reaches it."
+    return (f"{head} within its interval: {cheapest['strategy']}, {_mean_ci(cheapest['test_acc'], 100)} %, "
+            f"{own:.1f} s of compute per seed against {whole:.1f} s ({whole / own:.1f}x less), "
+            f"over {cheapest['test_acc']['n']} seed{'s' if cheapest['test_acc']['n'] != 1 else ''}.")
+
+
 def verdicts(summary: dict) -> dict[str, list[str]]:
-    """Per optimiser, one sentence per range-test arm (each finder rule, cyclic), the primary finder first."""
+    """Per optimiser: which strategy is the cheapest way to the manual search's accuracy, then one
+    sentence per arm against the best manual LR (the finder rules, cyclic, learning-rate-free arms)."""
     out = {}
     for opt, setting in summary["settings"].items():
-        keys = [k for k in setting["arms"] if k.split(":")[0] in RANGE_TEST_ARMS] or ["finder"]
-        out[opt] = [setting_verdict(summary, setting, k) for k in keys]
+        keys = [k for k in setting["arms"] if not k.startswith("manual")] or ["finder"]
+        out[opt] = [strategy_verdict(setting)] + [setting_verdict(summary, setting, k) for k in keys]
     return out
 
 
@@ -552,6 +657,7 @@ def _setting_lines(summary: dict, opt: str, setting: dict, sentences: list[str])
               f"Compute per seed: finder arm {_fmt(c['finder_time_s'], '.1f')} s (mean `time_s`, range test "
               f"included), whole manual search {_fmt(c['manual_search_time_s'], '.1f')} s (all manual trials "
               "of a seed, every status).", ""]
+    lines += _strategy_lines(setting)
     lines += _rules_lines(setting)
     lines += _range_test_lines(setting)
     lines += ["### Trials", "", markdown_table(table_frame(summary, markdown=True, trials=trials)), ""]
@@ -612,6 +718,8 @@ def write_report(exp_dir: Path, experiment: Experiment, summary: dict) -> dict[s
         "val_acc": (plot_metric(experiment, "val_acc", summary["target_acc"]), "no trial reported val_acc"),
         "val_loss": (plot_metric(experiment, "val_loss"), "no trial reported val_loss"),
         "train_curves": (plot_train_curves(experiment), "no trial reported train_loss or train_acc"),
+        "compute_vs_accuracy": (plot_compute_vs_accuracy(summary), "no strategy delivered a tested model"),
+        "search_progress": (plot_search_progress(summary), "no manual search"),
     }
     names = {}
     for key, (fig, reason) in figs.items():

@@ -194,6 +194,47 @@ def test_time_to_target_adds_the_range_test(experiment, recorded):
     assert all(r["time_to_target_s"] is None for r in analysis.summarize(experiment, target_acc=1.0)["trials"])
 
 
+def strategy(summary: dict, optimizer: str, name: str) -> dict:
+    [row] = [r for r in summary["strategies"] if r["optimizer"] == optimizer and r["strategy"] == name]
+    return row
+
+
+def test_strategies_compute_and_delivered_accuracy_per_seed(experiment):
+    t = experiment.trials
+    sgd = t["optimizer"] == "sgd"
+    t.loc[sgd & (t["arm_key"] == "manual:50"), "status"] = "finished"
+    for key, times, vals, tests in (("finder:valley", {0: 10.0, 1: 30.0}, {0: .5, 1: .5}, {0: .80, 1: .84}),
+                                    ("manual:0.01", {0: 40.0, 1: 40.0}, {0: .90, 1: .70}, {0: .86, 1: .60}),
+                                    ("manual:50", {0: 20.0, 1: 60.0}, {0: .80, 1: .95}, {0: .50, 1: .88})):
+        set_metric(experiment, "sgd", key, "time_s", times)
+        set_metric(experiment, "sgd", key, "val_acc", vals)
+        set_metric(experiment, "sgd", key, "test_acc", tests)
+    for key in ("finder", "cyclic"):  # far below: out of the race
+        set_metric(experiment, "sgd", key, "test_acc", {0: .1, 1: .1})
+    s = analysis.summarize(experiment)
+    valley, grid = strategy(s, "sgd", "finder:valley"), strategy(s, "sgd", "grid search")
+    assert valley["kind"] == "arm" and valley["compute_s"]["values"] == [10.0, 30.0] and valley["test_acc"]["mean"] == pytest.approx(.82)
+    # the grid spends every manual trial of a seed (60, 100) and delivers the one with the best validation accuracy
+    assert grid["kind"] == "search" and grid["compute_s"]["values"] == [60.0, 100.0]
+    assert grid["test_acc"]["values"] == pytest.approx([.86, .88]) and grid["seeds"] == [0, 1]
+    # .87 [0.7429, 0.9971]: finder:valley's .82 [.5659, 1.0741] reaches it within its interval, at 20 s against 80 s
+    line = report.verdict_lines(s)[0]
+    assert line == ("sgd: the cheapest strategy that reaches the grid search's test accuracy (87.00 %) within its "
+                    "interval: finder:valley, 82.00 [56.59, 107.41] %, 20.0 s of compute per seed against 80.0 s "
+                    "(4.0x less), over 2 seeds."), line
+
+
+def test_search_compute_to_target_counts_every_trial_in_the_order_they_ran(experiment):
+    t, e = experiment.trials, experiment.epochs
+    ids = {key: trial(t, "sgd", key, 0).trial_id for key in ("manual:0.01", "manual:50")}
+    for key, (ts, spent, val) in {"manual:50": (5.0, 3.0, 0.90), "manual:0.01": (10.0, 2.0, 0.50)}.items():
+        e.loc[e["trial_id"] == ids[key], ["report_ts", "train_time_s", "val_acc"]] = [ts, spent, val]
+    s = analysis.summarize(experiment, target_acc=0.85)
+    run = s["settings"]["sgd"]["search_progress"]["0"]  # by seed (a JSON key)
+    assert run == {"compute_s": [3.0, 5.0], "best_val_acc": [0.90, 0.90]}
+    assert strategy(s, "sgd", "grid search")["compute_to_target_s"]["values"][0] == 3.0
+
+
 def test_top_level_finder_and_best_manual_are_the_first_optimisers_means(experiment):
     s = analysis.summarize(experiment)
     t = experiment.trials
@@ -239,8 +280,11 @@ def test_summary_json_is_the_summary_plus_the_verdicts(written):
         raise ValueError(token)
     saved = json.loads(paths["summary"].read_text(), parse_constant=no_nan)
     assert {k: v for k, v in saved.items() if k not in ("verdict", "verdicts")} == summary
-    assert list(saved["verdicts"]) == ["sgd", "adam"] and all(len(v) == 3 for v in saved["verdicts"].values())
-    assert saved["verdict"].startswith("sgd: finder (lightning) vs best manual (lr=") and " adam: finder (lightning)" in saved["verdict"]
+    # per optimiser: the strategies' verdict, then finder, finder:valley and cyclic against the best manual LR
+    assert list(saved["verdicts"]) == ["sgd", "adam"] and all(len(v) == 4 for v in saved["verdicts"].values())
+    assert saved["verdicts"]["adam"][1].startswith("adam: finder (lightning) vs best manual (lr=")
+    assert saved["verdict"].startswith("sgd: the cheapest strategy that reaches the grid search's test accuracy")
+    assert " adam: the cheapest strategy" in saved["verdict"]
 
 
 def test_comparison_csv_one_row_per_trial(written):
@@ -264,7 +308,7 @@ def test_report_md_sections(written):
 def test_verdict_sentence_numbers(experiment):
     set_metric(experiment, "sgd", "manual:0.01", "test_acc", {0: 0.85, 1: 0.80})
     set_metric(experiment, "sgd", "finder", "test_acc", {0: 0.90, 1: 0.80})
-    line = report.verdict_lines(analysis.summarize(experiment))[0]
+    line = report.verdict_lines(analysis.summarize(experiment))[1]
     # +2.50 points, half-width 100 x .317655 = 31.77, p = 0.5
     assert line.startswith("sgd: finder (lightning) vs best manual (lr=0.01): +2.50 ± 31.77 points of test accuracy "
                            "over 2 seeds (paired t-test p = 0.5), "), line
@@ -273,7 +317,7 @@ def test_verdict_sentence_numbers(experiment):
 def test_verdict_without_a_finished_finder_says_why(experiment):
     t = experiment.trials
     t.loc[(t["optimizer"] == "adam") & (t["arm_key"] == "finder"), ["status", "error"]] = ["error", "RuntimeError: boom"]
-    adam = report.verdict_lines(analysis.summarize(experiment))[3]  # sgd's three, then adam's finder first
+    adam = report.verdict_lines(analysis.summarize(experiment))[5]  # sgd's four, adam's strategies, then its finder
     assert adam == ("adam: no finder (lightning) trial finished (of 2: 2 error, first error: RuntimeError: boom), "
                     "so finder (lightning) and best manual cannot be compared.")
 
@@ -294,8 +338,8 @@ def test_a_figure_without_data_is_removed_not_left_stale(experiment, tmp_path):
     experiment.epochs = experiment.epochs.iloc[0:0]
     experiment.curves = {}
     paths = report.write_report(tmp_path, experiment, analysis.summarize(experiment))
-    assert set(paths) == {"summary", "comparison", "report", "test_acc_vs_lr"}
-    assert not (tmp_path / "val_acc.png").exists() and paths["report"].read_text().count("_Skipped:") == 4
+    assert set(paths) == {"summary", "comparison", "report", "test_acc_vs_lr", "compute_vs_accuracy"}
+    assert not (tmp_path / "val_acc.png").exists() and paths["report"].read_text().count("_Skipped:") == 5
 
 
 def test_format_table_one_line_per_trial(experiment):
@@ -340,4 +384,4 @@ def test_cli_rewrites_the_report_with_another_target(exp_copy, capsys):
     saved = json.loads((exp_copy / "summary.json").read_text())
     assert saved["target_acc"] == 0.01 and all(t["time_to_target_s"] for t in saved["trials"] if t["status"] == "finished")
     assert saved["verdict"].split(" adam: ")[0] in out and f"report: {exp_copy / 'report.md'}" in out
-    assert sum(line.startswith(("sgd: ", "adam: ")) for line in out.splitlines()) == 6
+    assert sum(line.startswith(("sgd: ", "adam: ")) for line in out.splitlines()) == 8
