@@ -324,6 +324,28 @@ def _distinct_curves(cands: list[tuple]) -> list[list[tuple]]:
     return list(groups.values())
 
 
+def _panel_figure(n: int) -> tuple[Figure, list]:
+    """A figure of `n` panels side by side (one per optimiser) sharing the y axis, room for a legend."""
+    fig = Figure(figsize=(5.5 * n + 2.5, 4.8))
+    return fig, fig.subplots(1, n, squeeze=False, sharey=True)[0]
+
+
+def _finish_panels(fig: Figure, axes, opts: list[str], xlabel: str, title: str, ylabel: str) -> Figure:
+    """Log x axes with their labels and titles (one optimiser each), then one legend for all panels,
+    right of the last, each label once."""
+    for ax, opt in zip(axes, opts):
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_title(f"{title}, {opt}")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel(ylabel)
+    handles = {}
+    for ax in axes:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    axes[-1].legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
 def plot_test_acc_vs_lr(summary: dict) -> Figure | None:
     """Every trial's test accuracy against its LR (log x), one panel per optimiser.
 
@@ -336,8 +358,7 @@ def plot_test_acc_vs_lr(summary: dict) -> Figure | None:
     if not trials:
         return None
     opts = _panels(summary.get("optimizers"), [t.get("optimizer") for t in trials])
-    fig = Figure(figsize=(5.5 * len(opts) + 2.5, 4.8))
-    axes = fig.subplots(1, len(opts), squeeze=False, sharey=True)[0]
+    fig, axes = _panel_figure(len(opts))
     for ax, opt in zip(axes, opts):
         mine = [t for t in trials if t.get("optimizer") == opt]
         manual = [t for t in mine if t["arm"] == "manual"]
@@ -363,16 +384,7 @@ def plot_test_acc_vs_lr(summary: dict) -> Figure | None:
                         zorder=4, label="cyclic (min to max LR)")
             elif t["arm"] != "manual":
                 ax.scatter([t["lr"]], [t["test_acc"]], marker="x", color="grey", label=str(t["arm"]))
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate (log scale)")
-        ax.set_title(f"test accuracy vs LR, {opt}")
-        ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("test accuracy")
-    handles = {}
-    for ax in axes:
-        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
-    axes[-1].legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return fig
+    return _finish_panels(fig, axes, opts, "learning rate (log scale)", "test accuracy vs LR", "test accuracy")
 
 
 def plot_compute_vs_accuracy(summary: dict) -> Figure | None:
@@ -383,8 +395,7 @@ def plot_compute_vs_accuracy(summary: dict) -> Figure | None:
     if not rows:
         return None
     opts = _panels(summary["optimizers"], [r["optimizer"] for r in rows])
-    fig = Figure(figsize=(5.5 * len(opts) + 2.5, 4.8))
-    axes = fig.subplots(1, len(opts), squeeze=False, sharey=True)[0]
+    fig, axes = _panel_figure(len(opts))
     cmap = matplotlib.colormaps["tab10"]
     names = list(dict.fromkeys(r["strategy"] for r in rows))
     for ax, opt in zip(axes, opts):
@@ -395,16 +406,7 @@ def plot_compute_vs_accuracy(summary: dict) -> Figure | None:
                    [[y["mean"] - max(y_lo, 0.0)], [min(y_hi, 1.0) - y["mean"]]]]
             ax.errorbar([x["mean"]], [y["mean"]], xerr=err[0], yerr=err[1], fmt="s" if r["kind"] == "search" else "o",
                         ms=8, capsize=3, color=cmap(names.index(r["strategy"]) % 10), label=f"{r['strategy']} (n={x['n']})")
-        ax.set_xscale("log")
-        ax.set_xlabel("compute per seed, s (log scale)")
-        ax.set_title(f"compute vs test accuracy, {opt}")
-        ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("delivered test accuracy")
-    handles = {}
-    for ax in axes:
-        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
-    axes[-1].legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return fig
+    return _finish_panels(fig, axes, opts, "compute per seed, s (log scale)", "compute vs test accuracy", "delivered test accuracy")
 
 
 def plot_search_progress(summary: dict) -> Figure | None:
@@ -414,8 +416,7 @@ def plot_search_progress(summary: dict) -> Figure | None:
             if any(run["compute_s"] for run in summary["settings"][o]["search_progress"].values())]
     if not opts:
         return None
-    fig = Figure(figsize=(5.5 * len(opts) + 2.5, 4.8))
-    axes = fig.subplots(1, len(opts), squeeze=False, sharey=True)[0]
+    fig, axes = _panel_figure(len(opts))
     for ax, opt in zip(axes, opts):
         setting = summary["settings"][opt]
         for seed, run in setting["search_progress"].items():
@@ -426,16 +427,7 @@ def plot_search_progress(summary: dict) -> Figure | None:
                 ax.plot([t["mean"]], [summary["target_acc"]], ls="none", marker="v", ms=9,
                         label=f"{r['strategy']}: compute to target ({r['reached_target']}/{len(r['seeds'])} seeds)")
         ax.axhline(summary["target_acc"], color="grey", ls="--", lw=1, label=f"target {summary['target_acc']:g}")
-        ax.set_xscale("log")
-        ax.set_xlabel("compute spent, s (log scale)")
-        ax.set_title(f"best validation accuracy so far, {opt}")
-        ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("best validation accuracy so far")
-    handles = {}
-    for ax in axes:
-        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
-    axes[-1].legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return fig
+    return _finish_panels(fig, axes, opts, "compute spent, s (log scale)", "best validation accuracy so far", "best validation accuracy so far")
 
 
 # ---------------------------------------------------------------- report
@@ -483,18 +475,22 @@ def arms_frame(setting: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def _section(title: str, text: str, table: pd.DataFrame) -> list[str]:
+    return [f"### {title}", "", text, "", markdown_table(table), ""]
+
+
 def _strategy_lines(setting: dict) -> list[str]:
     """Every strategy's compute against its accuracy, means with 95 % intervals over seeds."""
     cols = ["strategy", "seeds", "compute s per seed [95% CI]", "test_acc % [95% CI]", "compute to target s", "reached target"]
     rows = [[r["strategy"], len(r["seeds"]), _mean_ci(r["compute_s"], 1, ".1f"), _mean_ci(r["test_acc"], 100),
              _mean_ci(r["compute_to_target_s"], 1, ".1f"), f"{r['reached_target']}/{len(r['seeds'])}"]
             for r in setting["strategies"]]
-    return ["### Strategies: compute against accuracy", "",
-            "A strategy is one way to a trained model: a finder rule or cyclic (range test plus one training), a "
-            "learning-rate-free optimiser (one training), or the manual search as a whole (every trial it ran; it "
-            "delivers its trial with the best validation accuracy). Compute is training seconds per seed; compute to "
-            "target counts, in the order things ran, until a model first reached the target validation accuracy.", "",
-            markdown_table(pd.DataFrame(rows, columns=cols)), ""]
+    return _section("Strategies: compute against accuracy",
+                    "A strategy is one way to a trained model: a finder rule or cyclic (range test plus one training), a "
+                    "learning-rate-free optimiser (one training), or the manual search as a whole (every trial it ran; it "
+                    "delivers its trial with the best validation accuracy). Compute is training seconds per seed; compute "
+                    "to target counts, in the order things ran, until a model first reached the target validation accuracy.",
+                    pd.DataFrame(rows, columns=cols))
 
 
 def _rules_lines(setting: dict) -> list[str]:
@@ -511,10 +507,9 @@ def _rules_lines(setting: dict) -> list[str]:
         rows.append([a.get("rule") or "?", k, lrs, _mean_ci(a["test_acc"], 100),
                      _pair_cell((setting.get("vs_best_manual") or {}).get(k)),
                      "(reference)" if k == "finder" else _pair_cell((setting.get("vs_finder") or {}).get(k))])
-    lines = ["### Finder rules", "",
-             "One finder arm per rule; `finder` is the primary (first) rule. LR per seed is `seed: lr`. "
-             "Differences are paired by seed, in points of test accuracy; an interval that contains 0 means "
-             "the seeds do not separate the two.", "", markdown_table(pd.DataFrame(rows, columns=cols)), ""]
+    lines = _section("Finder rules", "One finder arm per rule; `finder` is the primary (first) rule. LR per seed is "
+                     "`seed: lr`. Differences are paired by seed, in points of test accuracy; an interval that contains "
+                     "0 means the seeds do not separate the two.", pd.DataFrame(rows, columns=cols))
     top = max((k for k in keys if arms[k]["test_acc"]["mean"] is not None),
               key=lambda k: arms[k]["test_acc"]["mean"], default=None)
     if top is not None:
@@ -534,12 +529,11 @@ def _range_test_lines(setting: dict) -> list[str]:
         rows.append([rule] + [" / ".join(_fmt(t[key].get(rule), ".3g") for t in tests)
                               for key in ("suggestions", "suggestions_lightning_curve")])
     cols = ["rule", f"true curve (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})", "Lightning's recorded curve"]
-    return ["### Range tests: every rule's pick", "",
-            "Each seed's range test, read by every rule: on the true curve (the raw losses, correctly debiased "
-            "EMA), which the finder arms train with, and on the curve Lightning 2.6 records (debiased one step "
-            "late). `lightning` is Lightning's own `suggestion()` and always reads Lightning's curve; `steepest` "
-            "on Lightning's curve is what Lightning < 2.5.3 suggested.", "",
-            markdown_table(pd.DataFrame(rows, columns=cols)), ""]
+    return _section("Range tests: every rule's pick",
+                    "Each seed's range test, read by every rule: on the true curve (the raw losses, correctly debiased "
+                    "EMA), which the finder arms train with, and on the curve Lightning 2.6 records (debiased one step "
+                    "late). `lightning` is Lightning's own `suggestion()` and always reads Lightning's curve; `steepest` "
+                    "on Lightning's curve is what Lightning < 2.5.3 suggested.", pd.DataFrame(rows, columns=cols))
 
 
 # ---------------------------------------------------------------- verdicts
