@@ -11,12 +11,12 @@ import math
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from trainables import OPTIMIZERS
+from trainables import LR_FREE, OPTIMIZERS
 from trainables.finder_rules import RULES as FINDER_RULES
 
 SEARCHES = ("grid", "asha")
 FINDER_MODES = ("exponential", "linear")
-ARMS = ("finder", "manual", "cyclic")
+ARMS = ("finder", "manual", "cyclic", *LR_FREE)
 PRESETS = ("writeup",)
 
 
@@ -57,7 +57,7 @@ class StudyConfig:
     lrs: tuple[float, ...] = _opt((1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "grid: the manual learning rates, comma-separated", _floats)
     num_samples: int = _opt(8, "asha: how many manual LRs to draw log-uniformly from --lr-range", int)
     lr_range: tuple[float, ...] = _opt((1e-5, 1e-1), "asha: LOW,HIGH bounds of the manual LRs", _floats)
-    arms: tuple[str, ...] = _opt(("finder", "manual"), "which arms run: finder, manual, cyclic (Smith's cyclical LR over the finder's range)", _names(ARMS))
+    arms: tuple[str, ...] = _opt(("finder", "manual"), "which arms run: finder, manual, cyclic (Smith's cyclical LR over the finder's range), and the learning-rate-free prodigy (Prodigy, Adam-based, for either optimiser) and dadapt (D-Adaptation: DAdaptSGD with --momentum for sgd, DAdaptAdam for adam), at lr 1.0, one trial per optimiser and seed", _names(ARMS))
     seeds: int = _opt(1, "run every arm with this many seeds: --seed, --seed+1, ...", int)
     preset: str | None = _opt(None, "'writeup': the write-up's setting (Adam, 5 epochs, 48k/12k split, no normalisation, LRs 1e-5,1e-4,1e-1,2e-3,0.0363)", choices=PRESETS)
     # -- training -----------------------------------------------------------------------------
@@ -122,6 +122,8 @@ class StudyConfig:
             raise ConfigError(f"--target-acc must be in (0, 1], got {self.target_acc}")
         if self.momentum < 0 or self.max_failures < 0:
             raise ConfigError("--momentum and --max-failures must be >= 0")
+        if "dadapt" in self.arms and "sgd" in self.optimizer and not self.momentum < 1:
+            raise ConfigError(f"--momentum must be below 1 for --arms dadapt with sgd (DAdaptSGD), got {self.momentum}")
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ConfigError(f"--name must be a plain folder name, got {self.name!r}")
         return self

@@ -15,14 +15,17 @@ from typing import Callable
 from ray import tune
 
 from study import storage
+from trainables import LR_FREE
 
 LOG_FILE = "trials.log"
 _DONE = ("TERMINATED", "ERROR")
 
 
 def _label(config: dict) -> str:
-    """'finder (valley), sgd, seed 0' or 'manual lr=0.01, adam, seed 1'."""
-    what = f"{config['arm']} lr={config['lr']:g}" if config.get("lr") is not None else \
+    """'finder (valley), sgd, seed 0', 'manual lr=0.01, adam, seed 1' or 'prodigy, sgd, seed 0'
+    (a learning-rate-free arm, whose LR is adapted)."""
+    what = config.get("arm") if config.get("arm") in LR_FREE else \
+        f"{config['arm']} lr={config['lr']:g}" if config.get("lr") is not None else \
         f"{config.get('arm')} ({config.get('finder_rule')})"
     return f"{what}, {config.get('optimizer')}, seed {config.get('seed')}"
 

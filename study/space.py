@@ -1,10 +1,11 @@
 """The search space: which trials the study runs, each as its whole config (a flat dict).
 
 Per optimiser and seed, a finder trial per rule (its LR is chosen inside the trial), the cyclic
-trial, and the manual LRs: the grid's `--lrs`, or for ASHA `--num-samples` LRs drawn
-log-uniformly from `--lr-range` with Ray Tune's own `tune.loguniform`, seeded so the same command
-draws the same LRs. Every trial's config also carries the study's `TRIAL_SETTINGS`, so a trial
-depends on its config alone (trainables/trainable.py lists the keys).
+trial, a trial per learning-rate-free arm (at their base LR, 1.0), and the manual LRs: the grid's
+`--lrs`, or for ASHA `--num-samples` LRs drawn log-uniformly from `--lr-range` with Ray Tune's own
+`tune.loguniform`, seeded so the same command draws the same LRs. Every trial's config also
+carries the study's `TRIAL_SETTINGS`, so a trial depends on its config alone
+(trainables/trainable.py lists the keys).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 from ray import tune
 
 from study.config import StudyConfig
+from trainables import LR_FREE, LR_FREE_LR
 
 # The StudyConfig fields that shape every trial alike; each trial's config carries them by name.
 TRIAL_SETTINGS = ("epochs", "batch_size", "momentum", "finder_min_lr", "finder_max_lr", "finder_num_training",
@@ -28,8 +30,9 @@ def manual_lrs(config: StudyConfig) -> list[float]:
 
 
 def trial_points(config: StudyConfig) -> list[dict]:
-    """Every trial's config: per optimiser and seed, the finder trial(s), the cyclic one, then the
-    manual LRs; "arm", "lr", "finder_rule", "seed", "optimizer", then `TRIAL_SETTINGS`."""
+    """Every trial's config: per optimiser and seed, the finder trial(s), the cyclic one, the
+    learning-rate-free ones, then the manual LRs; "arm", "lr", "finder_rule", "seed", "optimizer",
+    then `TRIAL_SETTINGS`."""
     settings = {name: getattr(config, name) for name in TRIAL_SETTINGS}
     points = []
     for optimizer in config.optimizer:
@@ -39,6 +42,8 @@ def trial_points(config: StudyConfig) -> list[dict]:
                 points += [{"arm": "finder", "lr": None, "finder_rule": rule, **common} for rule in config.finder_rules]
             if "cyclic" in config.arms:
                 points.append({"arm": "cyclic", "lr": None, "finder_rule": config.finder_rules[0], **common})
+            points += [{"arm": arm, "lr": LR_FREE_LR, "finder_rule": None, **common}
+                       for arm in LR_FREE if arm in config.arms]
             if "manual" in config.arms:
                 points += [{"arm": "manual", "lr": lr, "finder_rule": None, **common} for lr in manual_lrs(config)]
     return points
@@ -56,7 +61,9 @@ def param_space(points: list[dict]) -> dict:
 
 
 def trial_dirname(trial) -> str:
-    """Trial folders (and so TensorBoard runs) named by what they are: "manual_lr=0.01_sgd_s0_<id>"."""
+    """Trial folders (and so TensorBoard runs) named by what they are: "manual_lr=0.01_sgd_s0_<id>",
+    "finder-valley_sgd_s0_<id>", "prodigy_sgd_s0_<id>" (a learning-rate-free arm: its LR is adapted)."""
     c = trial.config
-    label = f"{c['arm']}_lr={c['lr']:.3g}" if c["lr"] is not None else f"{c['arm']}-{c['finder_rule']}"
+    label = c["arm"] if c["arm"] in LR_FREE else \
+        f"{c['arm']}_lr={c['lr']:.3g}" if c["lr"] is not None else f"{c['arm']}-{c['finder_rule']}"
     return f"{label}_{c['optimizer']}_s{c['seed']}_{trial.trial_id}"

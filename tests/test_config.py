@@ -97,6 +97,15 @@ def test_seeds_rules_cyclic_and_optimizers_multiply_the_trials():
     assert [p["arm"] for p in trial_points(StudyConfig(arms=("manual",), lrs=(0.1,)))] == ["manual"]
 
 
+def test_learning_rate_free_arms_parse_and_run_once_per_optimizer_and_seed():
+    c = parse("--arms", "finder,manual,prodigy,dadapt", "--optimizer", "sgd,adam", "--seeds", "2", "--lrs", "0.1")
+    assert c.arms == ("finder", "manual", "prodigy", "dadapt")
+    free = [(p["arm"], p["optimizer"], p["seed"], p["lr"], p["finder_rule"]) for p in trial_points(c)
+            if p["arm"] in ("prodigy", "dadapt")]
+    assert free == [(a, o, s, 1.0, None) for o in ("sgd", "adam") for s in (0, 1) for a in ("prodigy", "dadapt")]
+    assert parse("--arms", "dadapt", "--optimizer", "adam", "--momentum", "1").momentum == 1  # Adam has none
+
+
 def test_writeup_preset_is_the_write_ups_setting():
     c = parse("--preset", "writeup")
     assert c.optimizer == ("adam",) and c.epochs == 5 and c.batch_size == 64 and c.val_size == 12_000
@@ -125,6 +134,7 @@ def test_asha_draws_are_seeded_log_uniform_and_in_range():
     (["--optimizer", "rmsprop"], "unknown 'rmsprop'"),
     (["--optimizer", "sgd,sgd"], "each once"),
     (["--arms", "finder,bogus"], "unknown 'bogus'"),
+    (["--arms", "finder,dadapt", "--momentum", "1"], "--momentum must be below 1 for --arms dadapt"),
     (["--finder-rules", ""], "--finder-rules"),
     (["--seeds", "0"], "--seeds"),
     (["--preset", "paper"], "invalid choice"),

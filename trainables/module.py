@@ -1,4 +1,5 @@
-"""The LightningModule: LeNet-5, cross-entropy, SGD (momentum) or Adam, optionally a cyclical LR.
+"""The LightningModule: LeNet-5, cross-entropy, SGD (momentum) or Adam, optionally a cyclical LR,
+or a learning-rate-free optimiser (Prodigy, D-Adaptation) that adapts its own step size.
 
 Per-epoch metrics are accumulated as tensors inside the steps (no `self.log` per step, no
 host sync on GPU) and read once per epoch through `epoch_metrics()`.
@@ -11,14 +12,30 @@ import math
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from dadaptation import DAdaptAdam, DAdaptSGD
+from prodigyopt import Prodigy
 
-from trainables import OPTIMIZERS
+from trainables import LR_FREE, OPTIMIZERS
 from trainables.model import lenet5
-
 
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+def step_size(optimizer: torch.optim.Optimizer) -> float:
+    """The LR the optimiser applies at its next step, as the matching torch optimiser reads it: its
+    `lr`; for a learning-rate-free one, its adapted step size d x lr (`d` in its first param
+    group). DAdaptSGD steps by d x lr / |g0| (the first gradient's norm, known after the first
+    step) along averaged iterates, which is torch's SGD with the same momentum at
+    (1 - momentum) x d x lr / |g0|: that is its step size here."""
+    group = optimizer.param_groups[0]
+    if "d" not in group:
+        return group["lr"]
+    dlr = group["d"] * group["lr"]
+    if isinstance(optimizer, DAdaptSGD) and group.get("g0_norm"):
+        return (1 - group["momentum"]) * dlr / group["g0_norm"]
+    return dlr
 
 
 class LitLeNet(pl.LightningModule):
@@ -29,11 +46,15 @@ class LitLeNet(pl.LightningModule):
         momentum: float = 0.9,
         cyclic_min_lr: float | None = None,
         divergence_check_every: int = 1,
+        lr_free: str | None = None,
     ):
-        """`cyclic_min_lr` set: the LR cycles (triangular CyclicLR) between it and `lr`."""
+        """`cyclic_min_lr` set: the LR cycles (triangular CyclicLR) between it and `lr`.
+        `lr_free` set ("prodigy", "dadapt"): that optimiser, `lr` its base LR (see `configure_optimizers`)."""
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if lr_free is not None and (lr_free not in LR_FREE or cyclic_min_lr is not None):
+            raise ValueError(f"lr_free must be one of {', '.join(LR_FREE)}, without a cyclical LR; got {lr_free!r}")
         self.save_hyperparameters()
         self.lr = lr  # the attribute Lightning's LR finder reads
         # channels_last: oneDNN's convolutions run ~30 % faster on CPU in this layout (benchmarks/bench.py);
@@ -47,6 +68,16 @@ class LitLeNet(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
+        # The learning-rate-free optimisers as their authors' READMEs recommend: lr 1.0 (the study
+        # passes it), everything else at its default (Prodigy: d_coef 1, no weight decay, no
+        # safeguard_warmup since nothing warms up; D-Adaptation: no weight decay, unlimited
+        # growth_rate), and no scheduler, like the manual arms.
+        if hp.lr_free == "prodigy":  # Adam-based, for either --optimizer
+            return Prodigy(self.parameters(), lr=self.lr)
+        if hp.lr_free == "dadapt":
+            if hp.optimizer == "sgd":
+                return DAdaptSGD(self.parameters(), lr=self.lr, momentum=hp.momentum)
+            return DAdaptAdam(self.parameters(), lr=self.lr)
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=hp.momentum)
         else:

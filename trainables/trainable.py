@@ -5,18 +5,21 @@
 `config` is everything that shapes the trial, flat, and nothing else (it is the trial's
 params.json):
 
-* the trial's point: "arm" ("finder" | "manual" | "cyclic"), "lr" (float, None for the arms
-  whose LR the range test picks), "seed", "optimizer" ("sgd" | "adam"), "finder_rule" (str, None
-  for manual trials);
+* the trial's point: "arm" ("finder" | "manual" | "cyclic" | "prodigy" | "dadapt"), "lr" (float:
+  the manual LR, the base LR 1.0 of the learning-rate-free arms; None for the arms whose LR the
+  range test picks), "seed", "optimizer" ("sgd" | "adam"), "finder_rule" (str, None for manual and
+  learning-rate-free trials);
 * training: "epochs", "batch_size", "momentum" (SGD), "cpus_per_trial" (torch threads);
 * the range test: "finder_min_lr", "finder_max_lr", "finder_num_training", "finder_mode";
 * the data the driver loaded and passed as `data`: "val_size", "split_seed", "normalize",
   "subset" (they describe it; the trial reads the arrays it gets).
 
 Every epoch the trial reports to Tune (and to TensorBoard, in its own trial directory) the
-metrics in `EPOCH_METRICS`, plus bookkeeping (arm, timings, node, the fingerprints of its initial
-weights and first batches); the last epoch adds the test-set metrics. A Lightning checkpoint
-travels with every report, so Ray can restart a killed trial from its last epoch.
+metrics in `EPOCH_METRICS` (`lr`: the step size the optimiser applies, d x lr for the
+learning-rate-free arms, see `trainables.module.step_size`), plus bookkeeping (arm, timings,
+node, the fingerprints of its initial weights and first batches); the last epoch adds the
+test-set metrics. A Lightning checkpoint travels with every report, so Ray can restart a killed
+trial from its last epoch.
 """
 
 from __future__ import annotations
@@ -37,10 +40,11 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from ray import tune
 
+from trainables import LR_FREE
 from trainables.data import Dataset, batches
 from trainables.files import FINDER_FILE, write_atomic
 from trainables.finder import FinderResult, range_test
-from trainables.module import Diverged, LitLeNet
+from trainables.module import Diverged, LitLeNet, step_size
 
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 CHECKPOINT_FILE = "checkpoint.ckpt"
@@ -94,7 +98,7 @@ class ReportToTune(pl.Callback):
         self.close_batch_fingerprint()
         epoch = trainer.current_epoch
         metrics = {**pl_module.stage_metrics("train"), **pl_module.stage_metrics("val"),
-                   "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+                   "lr": step_size(trainer.optimizers[0])}
         if trainer.logger:
             trainer.logger.log_metrics(metrics, step=epoch)
         if epoch == trainer.max_epochs - 1:
@@ -209,8 +213,9 @@ def run_trial(config: dict, data: Dataset, trial_dir: Path, checkpoint: tune.Che
             # End cleanly: one last row says so; the scheduler needs its metric, so a diverged
             # model counts as zero accuracy.
             report.close_batch_fingerprint()
+            lr = step_size(trainer.optimizers[0]) if trainer.optimizers else model.lr
             tune.report({"train_loss": float("nan"), "val_loss": float("nan"), "val_acc": 0.0, "train_acc": 0.0,
-                         "lr": model.lr, **report.fixed, "epoch": trainer.current_epoch, "diverged": True,
+                         "lr": lr, **report.fixed, "epoch": trainer.current_epoch, "diverged": True,
                          "diverged_reason": str(e), "train_time_s": report.train_time_s, "report_ts": time.time()})
 
 
@@ -228,6 +233,8 @@ def _new_model(config, trainer, train_loader, trial_dir, logger, report, check_e
     common = {"optimizer": config["optimizer"], "momentum": config["momentum"]}
     if config["arm"] == "manual":
         return LitLeNet(lr=config["lr"], divergence_check_every=check_every, **common)
+    if config["arm"] in LR_FREE:  # no range test: the optimiser adapts its step size from the base LR
+        return LitLeNet(lr=config["lr"], lr_free=config["arm"], divergence_check_every=check_every, **common)
     # finder and cyclic arms: Lightning's range test on the training data gives the LR (or, for
     # Smith's cyclical arm, the top of the range), then this same trial trains with it, from the
     # same initial weights (lr_find restores them).
