@@ -83,6 +83,16 @@ def trial_resources(config: StudyConfig, bootstrap_config: Path = BOOTSTRAP_CONF
     raise ConfigError(f"no node has both {config.cpus_per_trial} CPUs and {gpus:g} GPUs for a trial{also}")
 
 
+def trial_slots(resources: dict[str, float]) -> int:
+    """How many trials of `resources` (trial_resources' answer) the cluster runs at once: its CPUs
+    per trial's CPUs, and its GPUs per trial's GPUs where a trial takes some; at least 1."""
+    total = ray.cluster_resources()
+    slots = int(total.get("CPU", 0) / resources["cpu"] + 1e-9)
+    if resources.get("gpu"):
+        slots = min(slots, int(total.get("GPU", 0) / resources["gpu"] + 1e-9))
+    return max(1, slots)
+
+
 def _fits(resources: dict, need: dict) -> bool:
     return all(resources.get(k, 0) >= v for k, v in need.items())
 

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from trainables import LR_FREE, OPTIMIZERS
 from trainables.finder_rules import RULES as FINDER_RULES
 
-SEARCHES = ("grid", "asha")
+SEARCHES = ("grid", "asha", "bayes")
+SCHEDULERS = ("fifo", "asha")
 FINDER_MODES = ("exponential", "linear")
 ARMS = ("finder", "manual", "cyclic", *LR_FREE)
 PRESETS = ("writeup",)
@@ -53,10 +54,11 @@ def _opt(default, help: str, parse=None, choices=None):
 @dataclass(frozen=True)
 class StudyConfig:
     # -- what is searched ---------------------------------------------------------------------
-    search: str = _opt("grid", "manual-LR search: 'grid' over --lrs, or 'asha' over --lr-range", choices=SEARCHES)
+    search: str = _opt("grid", "manual-LR search: 'grid' over --lrs; 'asha', LRs drawn at random from --lr-range, pruned by ASHA; or 'bayes', Optuna's TPE over --lr-range, one search per optimiser and seed, suggesting in batches of as many trials as run at once (each batch waits for the last)", choices=SEARCHES)
     lrs: tuple[float, ...] = _opt((1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "grid: the manual learning rates, comma-separated", _floats)
-    num_samples: int = _opt(8, "asha: how many manual LRs to draw log-uniformly from --lr-range", int)
-    lr_range: tuple[float, ...] = _opt((1e-5, 1e-1), "asha: LOW,HIGH bounds of the manual LRs", _floats)
+    num_samples: int = _opt(8, "asha, bayes: how many manual LRs to draw from --lr-range, per optimiser and seed", int)
+    lr_range: tuple[float, ...] = _opt((1e-5, 1e-1), "asha, bayes: LOW,HIGH bounds of the manual LRs (log scale)", _floats)
+    scheduler: str | None = _opt(None, "what stops manual trials early (never another arm): 'asha' or 'fifo' (nothing); --search bayes --scheduler asha lets ASHA prune the Bayesian search (default: asha for --search asha, fifo otherwise)", choices=SCHEDULERS)
     arms: tuple[str, ...] = _opt(("finder", "manual"), "which arms run: finder, manual, cyclic (Smith's cyclical LR over the finder's range), and the learning-rate-free prodigy (Prodigy, Adam-based, for either optimiser) and dadapt (D-Adaptation: DAdaptSGD with --momentum for sgd, DAdaptAdam for adam), at lr 1.0, one trial per optimiser and seed", _names(ARMS))
     seeds: int = _opt(1, "run every arm with this many seeds: --seed, --seed+1, ...", int)
     preset: str | None = _opt(None, "'writeup': the write-up's setting (Adam, 5 epochs, 48k/12k split, no normalisation, LRs 1e-5,1e-4,1e-1,2e-3,0.0363)", choices=PRESETS)
@@ -65,7 +67,7 @@ class StudyConfig:
     batch_size: int = _opt(64, "mini-batch size", int)
     optimizer: tuple[str, ...] = _opt(("sgd",), "optimiser(s), comma-separated: the study runs once per optimiser (sgd, adam)", _names(OPTIMIZERS))
     momentum: float = _opt(0.9, "SGD momentum", float)
-    seed: int = _opt(0, "first seed of the trials (seed_everything) and seed of ASHA's LR draws", int)
+    seed: int = _opt(0, "first seed of the trials (seed_everything) and seed of ASHA's LR draws (each bayes search's TPE sampler is seeded with its trials' seed)", int)
     # -- data ---------------------------------------------------------------------------------
     data_dir: str | None = _opt(None, "folder with the four Fashion-MNIST IDX files (default: $FASHION_MNIST_DIR, Debian's package, then torchvision's download)")
     val_size: int = _opt(5000, "images held out of the 60,000 for validation", int)
@@ -100,11 +102,17 @@ class StudyConfig:
             for lr in values:
                 if not (math.isfinite(lr) and lr > 0):
                     raise ConfigError(f"{flag}: learning rate {lr} must be a positive finite number")
-        if self.search == "asha":
+        if self.search in ("asha", "bayes"):
             if len(self.lr_range) != 2 or not self.lr_range[0] < self.lr_range[1]:
                 raise ConfigError(f"--lr-range must be LOW,HIGH with LOW < HIGH, got {','.join(map(str, self.lr_range))}")
             if self.num_samples < 1:
                 raise ConfigError(f"--num-samples must be at least 1, got {self.num_samples}")
+        if self.search == "bayes" and "manual" not in self.arms:
+            raise ConfigError("--search bayes searches manual LRs: add manual to --arms")
+        if self.scheduler == "asha" and self.search == "grid":
+            raise ConfigError("--scheduler asha needs a search that can use it (--search asha or bayes): the grid runs every LR to the end")
+        if self.scheduler == "fifo" and self.search == "asha":
+            raise ConfigError("--search asha always prunes with ASHA: drop --scheduler fifo")
         for flag, items in (("--arms", self.arms), ("--optimizer", self.optimizer), ("--finder-rules", self.finder_rules)):
             if not items or len(set(items)) != len(items):
                 raise ConfigError(f"{flag} must list at least one value, each once")
@@ -127,6 +135,11 @@ class StudyConfig:
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ConfigError(f"--name must be a plain folder name, got {self.name!r}")
         return self
+
+    @property
+    def pruned(self) -> bool:
+        """Whether ASHA prunes the manual trials: --search asha, or --scheduler asha."""
+        return self.search == "asha" or self.scheduler == "asha"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -21,11 +21,11 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from study import storage
-from study.cluster import trial_resources
+from study import search, storage
+from study.cluster import trial_resources, trial_slots
 from study.config import ConfigError, StudyConfig
 from study.progress import Progress
-from study.space import param_space, trial_dirname, trial_points
+from study.space import bayes_searches, param_space, trial_count, trial_dirname, trial_points
 from trainables.data import Dataset
 from trainables.trainable import train_trial
 
@@ -38,8 +38,9 @@ TUNE_SETTINGS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_WARN_EXCESSIVE
 
 
 class ManualOnlyASHA(ASHAScheduler):
-    """ASHA over the manual trials only: finder (and cyclic) trials are the subject of the study,
-    never pruned, and not in the rungs the manual trials compete in."""
+    """ASHA over the manual trials only (--search asha's, or the Bayesian search's with --scheduler
+    asha): the other arms (finder, cyclic, learning-rate-free) are the subject of the study, never
+    pruned, and not in the rungs the manual trials compete in."""
 
     def on_trial_result(self, tune_controller, trial, result):
         if trial.config.get("arm") != "manual":
@@ -53,7 +54,8 @@ class ManualOnlyASHA(ASHAScheduler):
 
 def _versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
-    for pkg in ("torch", "torchvision", "pytorch-lightning", "ray", "numpy", "pandas"):
+    for pkg in ("torch", "torchvision", "pytorch-lightning", "ray", "numpy", "pandas", "optuna", "prodigyopt",
+                "dadaptation"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -68,6 +70,8 @@ def write_study_record(path: str, config: StudyConfig, data: Dataset, resources:
               "data": {"source": data.source, **data.sizes()}, "resources_per_trial": resources,
               "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
               "trials": trial_points(config)}
+    if config.search == "bayes":  # its manual trials are drawn as it runs: how many, from what, in which batches
+        record["bayes"] = search.record(config, bayes_searches(config), trial_slots(resources))
     storage.write_text(path, storage.STUDY_FILE, json.dumps(record, indent=2))
 
 
@@ -78,17 +82,22 @@ def trainable(data: Dataset, resources: dict):
 
 
 def build_tuner(config: StudyConfig, data: Dataset, resources: dict) -> tune.Tuner:
-    points = trial_points(config)
-    if config.search == "asha":
+    points, searches = trial_points(config), bayes_searches(config)
+    if config.pruned:
         scheduler = ManualOnlyASHA(time_attr="training_iteration", max_t=config.epochs, grace_period=1, reduction_factor=3)
     else:
         scheduler = FIFOScheduler()
+    if config.search == "bayes":  # the points first, then each search's LRs in batches of the trials run at once
+        search_alg = search.BayesSearch(points, searches, config.num_samples, config.lr_range, trial_slots(resources),
+                                        METRIC, MODE)
+    else:
+        search_alg = BasicVariantGenerator(points_to_evaluate=points)
     return tune.Tuner(
         trainable(data, resources),
-        param_space=param_space(points),  # every trial is one of `points`, its whole config
+        param_space=param_space(points + searches),  # every trial is one of `points` or a search's, its whole config
         tune_config=tune.TuneConfig(
-            metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=len(points),
-            search_alg=BasicVariantGenerator(points_to_evaluate=points),
+            metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=trial_count(config),
+            search_alg=search_alg,
             trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname,
             reuse_actors=True,  # a worker keeps torch and Lightning imported from one trial to the next
         ),
@@ -108,7 +117,7 @@ def _run_config(config: StudyConfig) -> tune.RunConfig:
         # progress.csv, result.json; and, on the console, one line per ended trial (study/progress.py)
         # instead of Ray Tune's boxes and tables (verbose=0), which go to trials.log
         callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
-                   Progress(storage.experiment_dir(config.results_dir, config.name), len(trial_points(config)),
+                   Progress(storage.experiment_dir(config.results_dir, config.name), trial_count(config),
                             config.epochs)],
         verbose=0,
     )

@@ -3,7 +3,9 @@
 Per optimiser and seed, a finder trial per rule (its LR is chosen inside the trial), the cyclic
 trial, a trial per learning-rate-free arm (at their base LR, 1.0), and the manual LRs: the grid's
 `--lrs`, or for ASHA `--num-samples` LRs drawn log-uniformly from `--lr-range` with Ray Tune's own
-`tune.loguniform`, seeded so the same command draws the same LRs. Every trial's config also
+`tune.loguniform`, seeded so the same command draws the same LRs. For the Bayesian search the
+manual LRs are not known in advance: per optimiser and seed, `bayes_searches` gives what its
+trials share, and study/search.py draws their LRs as the study runs. Every trial's config also
 carries the study's `TRIAL_SETTINGS`, so a trial depends on its config alone
 (trainables/trainable.py lists the keys).
 """
@@ -31,8 +33,8 @@ def manual_lrs(config: StudyConfig) -> list[float]:
 
 def trial_points(config: StudyConfig) -> list[dict]:
     """Every trial's config: per optimiser and seed, the finder trial(s), the cyclic one, the
-    learning-rate-free ones, then the manual LRs; "arm", "lr", "finder_rule", "seed", "optimizer",
-    then `TRIAL_SETTINGS`."""
+    learning-rate-free ones, then the manual LRs (for --search bayes, drawn as the study runs: see
+    `bayes_searches`); "arm", "lr", "finder_rule", "seed", "optimizer", then `TRIAL_SETTINGS`."""
     settings = {name: getattr(config, name) for name in TRIAL_SETTINGS}
     points = []
     for optimizer in config.optimizer:
@@ -44,15 +46,33 @@ def trial_points(config: StudyConfig) -> list[dict]:
                 points.append({"arm": "cyclic", "lr": None, "finder_rule": config.finder_rules[0], **common})
             points += [{"arm": arm, "lr": LR_FREE_LR, "finder_rule": None, **common}
                        for arm in LR_FREE if arm in config.arms]
-            if "manual" in config.arms:
+            if "manual" in config.arms and config.search != "bayes":
                 points += [{"arm": "manual", "lr": lr, "finder_rule": None, **common} for lr in manual_lrs(config)]
     return points
+
+
+def bayes_searches(config: StudyConfig) -> list[dict]:
+    """--search bayes: per optimiser and seed, the config that its search's manual trials share, with
+    "lr" the domain they are drawn from, `tune.loguniform` over `--lr-range` (the same object for
+    all); none for the other searches."""
+    if config.search != "bayes" or "manual" not in config.arms:
+        return []
+    lr = tune.loguniform(*config.lr_range)
+    settings = {name: getattr(config, name) for name in TRIAL_SETTINGS}
+    return [{"arm": "manual", "lr": lr, "finder_rule": None, "seed": seed, "optimizer": optimizer, **settings}
+            for optimizer in config.optimizer for seed in range(config.seed, config.seed + config.seeds)]
+
+
+def trial_count(config: StudyConfig) -> int:
+    """How many trials the study runs: `trial_points`, and `--num-samples` per Bayesian search."""
+    return len(trial_points(config)) + len(bayes_searches(config)) * config.num_samples
 
 
 def param_space(points: list[dict]) -> dict:
     """Ray Tune's `param_space` for exactly `points` (run them as BasicVariantGenerator's
     `points_to_evaluate`, one sample each): a key's value where every point has the same one, else
-    a `tune.choice` of the values the points take, so that each point is a valid preset."""
+    a `tune.choice` of the values the points take, so that each point is a valid preset. A point's
+    value may be a domain (the "lr" of `bayes_searches`): Ray Tune resolves one inside a choice."""
     space = {}
     for key in points[0]:
         values = list(dict.fromkeys(p[key] for p in points))

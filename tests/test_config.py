@@ -106,6 +106,13 @@ def test_learning_rate_free_arms_parse_and_run_once_per_optimizer_and_seed():
     assert parse("--arms", "dadapt", "--optimizer", "adam", "--momentum", "1").momentum == 1  # Adam has none
 
 
+def test_bayes_search_and_its_scheduler_parse():
+    c = parse("--search", "bayes", "--num-samples", "6", "--lr-range", "1e-4,1e-2", "--scheduler", "asha")
+    assert (c.search, c.num_samples, c.lr_range, c.scheduler, c.pruned) == ("bayes", 6, (1e-4, 1e-2), "asha", True)
+    assert not parse("--search", "bayes").pruned and parse("--search", "asha").pruned and not parse().pruned
+    assert [p["arm"] for p in trial_points(c)] == ["finder", "finder"]  # its manual LRs are drawn as it runs
+
+
 def test_writeup_preset_is_the_write_ups_setting():
     c = parse("--preset", "writeup")
     assert c.optimizer == ("adam",) and c.epochs == 5 and c.batch_size == 64 and c.val_size == 12_000
@@ -131,6 +138,14 @@ def test_asha_draws_are_seeded_log_uniform_and_in_range():
     (["--search", "asha", "--lr-range", "1e-1,1e-5"], "LOW < HIGH"),
     (["--search", "asha", "--num-samples", "0"], "--num-samples"),
     (["--search", "random"], "invalid choice"),
+    (["--search", "bayes", "--num-samples", "0"], "--num-samples"),
+    (["--search", "bayes", "--lr-range", "1e-1,1e-5"], "LOW < HIGH"),
+    (["--search", "bayes", "--lr-range", "1e-3"], "LOW < HIGH"),
+    (["--search", "bayes", "--lr-range", "0,1e-1"], "positive"),
+    (["--search", "bayes", "--arms", "finder,prodigy"], "add manual to --arms"),
+    (["--scheduler", "asha"], "--scheduler asha needs a search that can use it"),
+    (["--search", "asha", "--scheduler", "fifo"], "drop --scheduler fifo"),
+    (["--scheduler", "hyperband"], "invalid choice"),
     (["--optimizer", "rmsprop"], "unknown 'rmsprop'"),
     (["--optimizer", "sgd,sgd"], "each once"),
     (["--arms", "finder,bogus"], "unknown 'bogus'"),
