@@ -58,7 +58,7 @@ class StudyConfig:
     lrs: tuple[float, ...] = _opt((1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "grid: the manual learning rates, comma-separated", _floats)
     num_samples: int = _opt(8, "asha, bayes: how many manual LRs to draw from --lr-range, per optimiser and seed", int)
     lr_range: tuple[float, ...] = _opt((1e-5, 1e-1), "asha, bayes: LOW,HIGH bounds of the manual LRs (log scale)", _floats)
-    scheduler: str | None = _opt(None, "what stops manual trials early (never another arm): 'asha' or 'fifo' (nothing); --search bayes --scheduler asha lets ASHA prune the Bayesian search (default: asha for --search asha, fifo otherwise)", choices=SCHEDULERS)
+    scheduler: str | None = _opt(None, "what stops manual trials early (never another arm): 'asha' or 'fifo' (nothing); --search bayes --scheduler asha lets ASHA prune the Bayesian search; not set: the search's own, asha for --search asha, fifo otherwise", choices=SCHEDULERS)
     arms: tuple[str, ...] = _opt(("finder", "manual"), "which arms run: finder, manual, cyclic (Smith's cyclical LR over the finder's range), and the learning-rate-free prodigy (Prodigy, Adam-based, for either optimiser) and dadapt (D-Adaptation: DAdaptSGD with --momentum for sgd, DAdaptAdam for adam), at lr 1.0, one trial per optimiser and seed", _names(ARMS))
     seeds: int = _opt(1, "run every arm with this many seeds: --seed, --seed+1, ...", int)
     preset: str | None = _opt(None, "'writeup': the write-up's setting (Adam, 5 epochs, 48k/12k split, no normalisation, LRs 1e-5,1e-4,1e-1,2e-3,0.0363)", choices=PRESETS)
