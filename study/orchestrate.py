@@ -23,7 +23,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from study import search, storage
 from study.cluster import trial_resources, trial_slots
-from study.config import ConfigError, StudyConfig
+from study.config import StudyConfig
 from study.progress import Progress
 from study.space import bayes_searches, param_space, trial_count, trial_dirname, trial_points
 from trainables.data import Dataset
@@ -158,8 +158,6 @@ def run_study(config: StudyConfig, data: Dataset, argv: list[str]) -> tuple[str,
     path = storage.prepare_experiment_dir(config)  # only now: remove (--overwrite) or create the folder
     with _tune_settings():
         if config.resume:
-            if not tune.Tuner.can_restore(path):
-                raise ConfigError(f"--resume: no experiment to resume at {path}")
             tuner = tune.Tuner.restore(path, trainable=trainable(data, resources), resume_unfinished=True,
                                        resume_errored=True)
         else:

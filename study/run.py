@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             seconds["startup_s"] = time.perf_counter() - started
             from study.orchestrate import run_study
             from study.progress import LOG_FILE as PROGRESS_LOG
-            from study.space import trial_points
+            from study.space import trial_count
 
-            print(f"{len(trial_points(config))} trials, one line as each ends; their configs and last results go to "
+            print(f"{trial_count(config)} trials, one line as each ends; their configs and last results go to "
                   f"{PROGRESS_LOG} in the experiment.", flush=True)
             path, seconds["tune_s"] = run_study(config, data, [PROG, *argv])
         except ConfigError as e:

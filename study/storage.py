@@ -123,7 +123,9 @@ def prepare_experiment_dir(config: StudyConfig, create: bool = True) -> str:
     path = experiment_dir(config.results_dir, config.name)
     exists = is_nonempty_dir(path)
     if config.resume:
-        if not exists:  # (and whether Ray Tune can restore it: orchestrate.run_study)
+        from ray import tune  # only here: Ray Tune says whether it can restore what is there
+
+        if not exists or not tune.Tuner.can_restore(path):
             raise ConfigError(f"--resume: no experiment to resume at {path}")
         return path
     if exists and not config.overwrite:
