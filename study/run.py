@@ -133,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             storage.prepare_experiment_dir(config, create=False)  # a taken --name: refuse before anything starts
             prepared = pool.submit(_prepare, config)
-            cluster.connect(config)
+            try:
+                cluster.connect(config)
+            except ConfigError:
+                prepared.result()  # bad data files are the error to fix first: it raises them
+                raise
             seconds["ray_start_s"] = time.perf_counter() - started
             data, seconds["prepare_s"] = prepared.result()
             seconds["startup_s"] = time.perf_counter() - started

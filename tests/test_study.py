@@ -173,7 +173,7 @@ def test_figures_are_real_pngs_and_analyze_reproduces_the_summary(smoke_study):
 def test_asha_prunes_manual_trials_but_never_the_finder(tmp_path):
     from tests.conftest import real_data_dir, run_module
 
-    proc = run_module("study.run", "--smoke", "--subset", "1000", "--search", "asha", "--num-samples", "6", "--epochs", "3",
+    proc = run_module("study.run", "--smoke", "--search", "asha", "--num-samples", "6", "--epochs", "3",
                       "--results-dir", str(tmp_path), "--name", "asha", "--data-dir", str(real_data_dir()))
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "asha" / "summary.json").read_text())
