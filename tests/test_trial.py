@@ -119,3 +119,20 @@ def test_tensorboard_hparams_describe_the_trial_completely(trials):
         assert hp["lr"] == pytest.approx(lr)  # the LR it trained with (the top of the cycle)
         if cyclic:
             assert hp["cyclic_min_lr"] == pytest.approx(last["cyclic_min_lr"]) and "finder_rule" in hp
+
+
+def test_a_diverged_trial_counts_the_compute_it_spent(tmp_path):
+    """Its last row's train_time_s covers the steps up to the NaN: a search that tried a diverging
+    LR paid for it (the strategies' compute)."""
+    data = load_dataset(str(make_idx_dir(tmp_path / "idx")), val_size=STUDY.val_size, strict_counts=False)
+    config = {**trial_points(STUDY)[0], "arm": "manual", "lr": 1e4, "finder_rule": None, "optimizer": "sgd"}
+    rows = []
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tune, "report", lambda metrics, **kw: rows.append(dict(metrics)))
+        try:
+            run_trial(config, data, tmp_path, None, {"trial_start_ts": 0.0, "node_id": "n", "node_ip": "ip"})
+        finally:
+            torch.set_num_threads(threads)
+    [row] = rows
+    assert row["diverged"] is True and row["epoch"] == 0 and row["train_time_s"] > 0

@@ -213,6 +213,7 @@ def run_trial(config: dict, data: Dataset, trial_dir: Path, checkpoint: tune.Che
             # End cleanly: one last row says so; the scheduler needs its metric, so a diverged
             # model counts as zero accuracy.
             report.close_batch_fingerprint()
+            report.train_time_s += time.perf_counter() - report._epoch_start  # the steps up to the NaN count as compute
             lr = step_size(trainer.optimizers[0]) if trainer.optimizers else model.lr
             tune.report({"train_loss": float("nan"), "val_loss": float("nan"), "val_acc": 0.0, "train_acc": 0.0,
                          "lr": lr, **report.fixed, "epoch": trainer.current_epoch, "diverged": True,
