@@ -396,8 +396,7 @@ def plot_compute_vs_accuracy(summary: dict) -> Figure | None:
         return None
     opts = _panels(summary["optimizers"], [r["optimizer"] for r in rows])
     fig, axes = _panel_figure(len(opts))
-    cmap = matplotlib.colormaps["tab10"]
-    names = list(dict.fromkeys(r["strategy"] for r in rows))
+    colour = _strategy_colours(summary)
     for ax, opt in zip(axes, opts):
         for r in (r for r in rows if r["optimizer"] == opt):
             x, y = r["compute_s"], r["test_acc"]
@@ -405,8 +404,14 @@ def plot_compute_vs_accuracy(summary: dict) -> Figure | None:
             err = [[[x["mean"] - max(x_lo, x["min"] / 10)], [x_hi - x["mean"]]],
                    [[y["mean"] - max(y_lo, 0.0)], [min(y_hi, 1.0) - y["mean"]]]]
             ax.errorbar([x["mean"]], [y["mean"]], xerr=err[0], yerr=err[1], fmt="s" if r["kind"] == "search" else "o",
-                        ms=8, capsize=3, color=cmap(names.index(r["strategy"]) % 10), label=f"{r['strategy']} (n={x['n']})")
+                        ms=8, capsize=3, color=colour[r["strategy"]], label=f"{r['strategy']} (n={x['n']})")
     return _finish_panels(fig, axes, opts, "compute per seed, s (log scale)", "compute vs test accuracy", "delivered test accuracy")
+
+
+def _strategy_colours(summary: dict) -> dict:
+    """One colour per strategy, the same in every panel and figure."""
+    names = list(dict.fromkeys(r["strategy"] for r in summary["strategies"]))
+    return {name: matplotlib.colormaps["tab10"](i % 10) for i, name in enumerate(names)}
 
 
 def plot_search_progress(summary: dict) -> Figure | None:
@@ -417,14 +422,17 @@ def plot_search_progress(summary: dict) -> Figure | None:
     if not opts:
         return None
     fig, axes = _panel_figure(len(opts))
+    colour = _strategy_colours(summary)
     for ax, opt in zip(axes, opts):
         setting = summary["settings"][opt]
-        for seed, run in setting["search_progress"].items():
-            ax.step(run["compute_s"], run["best_val_acc"], where="post", lw=1.3, label=f"{summary['config']['search']} search, seed {seed}")
+        search = f"{summary['config']['search']} search"
+        for i, (seed, run) in enumerate(setting["search_progress"].items()):
+            ax.step(run["compute_s"], run["best_val_acc"], where="post", lw=1.3, color=colour[search],
+                    ls=("-", "--", ":", "-.")[i % 4], label=f"{search}, seed {seed}")
         for r in setting["strategies"]:
             t = r["compute_to_target_s"]
             if r["kind"] == "arm" and t["mean"] is not None:
-                ax.plot([t["mean"]], [summary["target_acc"]], ls="none", marker="v", ms=9,
+                ax.plot([t["mean"]], [summary["target_acc"]], ls="none", marker="v", ms=9, color=colour[r["strategy"]], alpha=0.8,
                         label=f"{r['strategy']}: compute to target ({r['reached_target']}/{len(r['seeds'])} seeds)")
         ax.axhline(summary["target_acc"], color="grey", ls="--", lw=1, label=f"target {summary['target_acc']:g}")
     return _finish_panels(fig, axes, opts, "compute spent, s (log scale)", "best validation accuracy so far", "best validation accuracy so far")
