@@ -49,7 +49,7 @@ def test_throughput_and_overhead_print_their_ratios(tmp_path):
 
 
 def test_study_benchmark_reads_the_runs_own_timings(tmp_path):
-    out = bench(tmp_path, "--only", "study", "--study-args=--smoke --subset 640 --epochs 1 --lrs 0.01,0.1 --finder-rules valley")
+    out = bench(tmp_path, "--only", "study", "--study-args=--smoke")  # trials long enough for the memory sampler
     exp = Path(re.search(r"results in (\S+)", out).group(1))
     assert exp.is_relative_to(tmp_path)
     timings = json.loads((exp / "timings.json").read_text())
