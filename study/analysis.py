@@ -12,7 +12,8 @@ curve (`lr_finder.json`) and the study's record (`study.json`). It returns an `E
 `summarize(experiment)` turns those tables into summary.json's numbers with pandas and scipy. Per
 optimiser (a "setting"): each arm's mean and 95 % t-interval over seeds, the best manual LR (the
 one rule: the best mean validation accuracy, ties to the lower mean validation loss, then the lower
-LR), every range-test arm minus it paired by seed, and compute. The sentences are the report's.
+LR; for a Bayesian search, whose seeds try different LRs, each seed's best manual trial by the same
+rule), every other arm minus it paired by seed, and compute. The sentences are the report's.
 
 Arm keys: `finder` (the study's first finder rule), `finder:<rule>` (another rule), `cyclic`
 (`cyclic:<rule>`), `manual:<lr>`, and in the summary `manual`, the best manual LR.
@@ -37,6 +38,7 @@ from trainables.files import FINDER_FILE
 
 STATUSES = ("finished", "pruned", "diverged", "error", "unfinished")
 RANGE_TEST_ARMS = ("finder", "cyclic")  # arms whose LR comes from the trial's own range test
+SEARCH_PICKS = "each seed's best manual trial"  # the best manual, when the seeds tried different LRs
 ARM_ORDER = (*(a for a in ARMS if a != "manual"), "manual")  # the manual trials last
 CONFIDENCE = 0.95
 ARM_METRICS = ("test_acc", "test_loss", "val_acc", "val_loss", "time_s", "train_time_s", "time_to_target_s")
@@ -248,6 +250,21 @@ def best_manual_key(trials: pd.DataFrame) -> str | None:
     return means.sort_values(["val_acc", "val_loss", "lr"], ascending=[False, True, True]).index[0]
 
 
+def search_picks(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trial each seed's manual search delivers: the same rule within one seed, its finished
+    trial with the best validation accuracy, ties to the lower validation loss, then the lower LR."""
+    done = trials[(trials["arm"] == "manual") & (trials["status"] == "finished") & trials["val_acc"].notna()]
+    return done.sort_values(["seed", "val_acc", "val_loss", "lr"], ascending=[True, False, True, True],
+                            na_position="last", kind="stable").drop_duplicates("seed")
+
+
+def seeds_share_lrs(trials: pd.DataFrame) -> bool:
+    """Whether the seeds' manual searches tried common LRs (grid, ASHA), so that an LR has a mean over
+    seeds; not for a Bayesian search, where each seed's search draws its own."""
+    manual = trials[trials["arm"] == "manual"]
+    return manual["seed"].nunique() < 2 or manual.groupby("arm_key")["seed"].nunique().max() > 1
+
+
 def paired(a: pd.DataFrame, b: pd.DataFrame, against: str, metric: str = "test_acc") -> dict:
     """Arm a minus arm b, seed by seed, where both finished: mean difference, 95 % interval
     (`ttest_rel(...).confidence_interval`) and the paired t-test's p-value."""
@@ -271,13 +288,16 @@ def setting_summary(optimizer: str, trials: pd.DataFrame) -> dict:
     """Arms, best manual LR, paired comparisons and compute of one optimiser's trials."""
     groups = {k: g for k, g in trials.groupby("arm_key", sort=False)}
     best = best_manual_key(trials)
+    reference = groups.get(best)
+    if best is not None and not seeds_share_lrs(trials):  # no LR has a mean over seeds: each seed's pick
+        best, reference = SEARCH_PICKS, search_picks(trials)
     arms = {}
     for key, group in groups.items():  # trials are sorted: finder*, cyclic*, manual by LR
         if key.startswith("manual:") and best is not None and "manual" not in arms:
-            arms["manual"] = {**arm_stats(groups[best]), "chosen": best}
+            arms["manual"] = {**arm_stats(reference), "chosen": best}
         arms[key] = arm_stats(group)
     others = [k for k in groups if not k.startswith("manual:")]  # finder rules, cyclic, learning-rate-free arms
-    vs_best = {k: paired(groups[k], groups[best], best) for k in others} if best else {}
+    vs_best = {k: paired(groups[k], reference, best) for k in others} if best else {}
     vs_finder = {k: paired(groups[k], groups["finder"], "finder") for k in others
                  if k != "finder" and "finder" in groups}
     # The whole manual search of a seed costs every manual trial's compute, whatever its status.
@@ -319,8 +339,7 @@ def strategies(trials: pd.DataFrame, epochs: pd.DataFrame, search: str, target: 
                              "test_acc": t.test_acc if t.status == "finished" else None})
     name = f"{search} search"
     for seed, group in trials[trials["arm"] == "manual"].groupby("seed"):
-        done = group[(group["status"] == "finished") & group["val_acc"].notna()]
-        chosen = done.sort_values(["val_acc", "val_loss", "lr"], ascending=[False, True, True]).head(1)
+        chosen = search_picks(group)
         run = search_progress(group, epochs)
         reached = run[run["best_val_acc"] >= target]
         per_seed.append({"strategy": name, "seed": seed, "compute_s": group["time_s"].sum(),

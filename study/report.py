@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from study.analysis import RANGE_TEST_ARMS, TRIAL_COLUMNS, Experiment
+from study.analysis import RANGE_TEST_ARMS, SEARCH_PICKS, TRIAL_COLUMNS, Experiment
 from trainables.files import write_atomic
 from trainables.finder_rules import RULES
 
@@ -349,7 +349,8 @@ def _finish_panels(fig: Figure, axes, opts: list[str], xlabel: str, title: str, 
 def plot_test_acc_vs_lr(summary: dict) -> Figure | None:
     """Every trial's test accuracy against its LR (log x), one panel per optimiser.
 
-    Manual trials are blue points (their mean per LR a thin line, the best manual LR circled),
+    Manual trials are blue points (their mean per LR a thin line, the best manual LR circled; for a
+    Bayesian search, each seed's best manual trial circled),
     finder trials red markers shaped by rule, cyclic trials green bars from min to max LR.
     Trials without a test accuracy (pruned, diverged, failed) are not drawn.
     """
@@ -364,15 +365,18 @@ def plot_test_acc_vs_lr(summary: dict) -> Figure | None:
         manual = [t for t in mine if t["arm"] == "manual"]
         if manual:
             ax.scatter([t["lr"] for t in manual], [t["test_acc"] for t in manual], s=22, color="tab:blue",
-                       alpha=0.65, label="manual trial (one per seed)", zorder=2)
-            means = pd.DataFrame(manual).groupby("lr")["test_acc"].mean()
-            if len(means) > 1:
-                ax.plot(means.index, means.values, color="tab:blue", lw=1, alpha=0.6, label="manual, mean over seeds")
+                       alpha=0.65, label="manual trial", zorder=2)
+            per_lr = pd.DataFrame(manual).groupby("lr")["test_acc"].agg(["mean", "count"])
+            if len(per_lr) > 1 and per_lr["count"].max() > 1:  # not for a Bayesian search: its LRs differ by seed
+                ax.plot(per_lr.index, per_lr["mean"], color="tab:blue", lw=1, alpha=0.6, label="manual, mean over seeds")
         setting = (summary.get("settings") or {}).get(opt) or {}
         best = (setting.get("arms") or {}).get("manual")
         if best and best["test_acc"]["mean"] is not None:
-            ax.scatter([best["lr"]["mean"]], [best["test_acc"]["mean"]], s=180, facecolors="none",
-                       edgecolors="black", lw=1.5, zorder=3, label="best manual LR (by mean val acc)")
+            if best["chosen"] == SEARCH_PICKS:  # each seed's own pick, at its own LR
+                xy, label = (best["lr"]["values"], best["test_acc"]["values"]), "each seed's best manual trial (val acc)"
+            else:
+                xy, label = ([best["lr"]["mean"]], [best["test_acc"]["mean"]]), "best manual LR (by mean val acc)"
+            ax.scatter(*xy, s=180, facecolors="none", edgecolors="black", lw=1.5, zorder=3, label=label)
         for t in mine:
             if t["arm"] == "finder":
                 ax.scatter([t["lr"]], [t["test_acc"]], s=120, marker=_marker(t.get("finder_rule")),
@@ -584,11 +588,12 @@ def setting_verdict(summary: dict, setting: dict, key: str = "finder") -> str:
         problems.append(f"no manual trial finished (of {manual})" if manual else "there is no manual trial")
     if problems:
         return f"{opt}: " + "; ".join(problems) + f", so {label} and best manual cannot be compared."
-    pair = setting["vs_best_manual"][key]
-    head = f"{opt}: {label} vs best manual (lr={arms[best]['lr']['mean']:.3g})"
+    pair, manual = setting["vs_best_manual"][key], arms["manual"]
+    head = f"{opt}: {label} vs " + (f"each seed's best manual trial (lr {_lr_cell(manual['lr'])})" if best == SEARCH_PICKS
+                                    else f"best manual (lr={manual['lr']['mean']:.3g})")
     if pair["n"] == 0:
         return (f"{head}: they finished on no common seed ({label}: {_seeds(finder['seeds'])}; "
-                f"manual: {_seeds(arms[best]['seeds'])}), so they cannot be compared seed by seed.")
+                f"manual: {_seeds(manual['seeds'])}), so they cannot be compared seed by seed.")
     d = pair["test_acc_diff"]
     s = f"{head}: {100 * d['mean']:+.2f}"
     if d["ci95"] is not None:
@@ -676,7 +681,8 @@ def render_markdown(summary: dict, figures: dict[str, str]) -> str:
              "`finder:<rule>` with another rule, `cyclic` a cyclical LR between the range the finder found "
              "(its LR in tables and figures is the top of the cycle), `manual:<lr>` one manual LR, and `manual` "
              "the manual LR with the best mean last-epoch validation accuracy over the seeds (finished trials "
-             "only; never chosen by test accuracy). Means come with 95 % Student-t intervals over seeds; "
+             "only; never chosen by test accuracy; for a Bayesian search, whose seeds try different LRs, each "
+             "seed's best manual trial by the same rule). Means come with 95 % Student-t intervals over seeds; "
              "differences are paired by seed, with a paired t-test (scipy's ttest_1samp and ttest_rel). `n` "
              "counts finished trials of all trials in the arm. Compute compares the finder arm's mean `time_s` "
              "(range test + training) with the compute seconds of the whole manual search of one seed. Time to "

@@ -174,6 +174,31 @@ def test_best_manual_tie_goes_to_the_lower_validation_loss(experiment):
     assert analysis.summarize(experiment)["settings"]["sgd"]["best_manual"] == "manual:50"
 
 
+def test_bayes_like_search_pairs_each_seed_with_its_own_best_manual_trial(experiment):
+    """Seeds that tried different LRs (a Bayesian search) have no LR with a mean over seeds: the
+    reference is each seed's best manual trial by validation accuracy, never test accuracy."""
+    t = experiment.trials
+    sgd = t["optimizer"] == "sgd"
+    t.loc[sgd & (t["arm_key"] == "manual:50"), "status"] = "finished"
+    for key, vals, tests in (("manual:0.01", {0: .90, 1: .70}, {0: .86, 1: .60}),
+                             ("manual:50", {0: .80, 1: .95}, {0: .95, 1: .88})):
+        set_metric(experiment, "sgd", key, "val_acc", vals)
+        set_metric(experiment, "sgd", key, "test_acc", tests)
+    set_metric(experiment, "sgd", "finder", "test_acc", {0: .90, 1: .80})
+    seed1 = sgd & (t["arm"] == "manual") & (t["seed"] == 1)  # seed 1 tried LRs 0.02 and 100 instead
+    t.loc[seed1, "lr"] = t.loc[seed1, "lr"] * 2
+    t.loc[seed1, "arm_key"] = "manual:" + t.loc[seed1, "lr"].map("{:g}".format)
+    s = analysis.summarize(experiment)["settings"]["sgd"]
+    manual = s["arms"]["manual"]
+    assert s["best_manual"] == manual["chosen"] == analysis.SEARCH_PICKS
+    # seed 0 delivers LR 0.01 (val .90; test .86), seed 1 LR 100 (val .95; test .88)
+    assert manual["lr"]["values"] == pytest.approx([0.01, 100]) and manual["test_acc"]["values"] == pytest.approx([.86, .88])
+    pair = s["vs_best_manual"]["finder"]  # .90 - .86, .80 - .88
+    assert pair["n"] == 2 and pair["test_acc_diff"]["values"] == pytest.approx([.04, -.08])
+    line = report.verdict_lines(analysis.summarize(experiment))[1]
+    assert line.startswith("sgd: finder (lightning) vs each seed's best manual trial (lr 50 (0.01 to 100)): -2.00 ± "), line
+
+
 def test_compute_counts_every_manual_trial_of_a_seed(experiment):
     s = analysis.summarize(experiment)["settings"]["sgd"]
     t = experiment.trials
