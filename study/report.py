@@ -19,6 +19,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LinearSegmentedColormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -119,11 +121,6 @@ def comparison_frame(summary: dict) -> pd.DataFrame:
 # ---------------------------------------------------------------- figures
 
 
-def _label(t) -> str:
-    text = f"{t.arm} lr={'?' if pd.isna(t.lr) else format(t.lr, '.3g')}"
-    return text if t.status == "finished" else f"{text} ({t.status})"
-
-
 def _floats(values) -> np.ndarray:
     """A writable float array; anything non-numeric or non-finite becomes NaN."""
     y = np.array(pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce"), dtype=float)
@@ -142,47 +139,71 @@ def _curves(experiment: Experiment, col: str) -> list[tuple]:
     return out
 
 
-def _plot_curves(ax, experiment: Experiment, col: str) -> int:
-    curves = _curves(experiment, col)
-    others = [t.trial_id for t, _, _ in curves if t.arm != "finder"]
-    cmap = matplotlib.colormaps["viridis"]
-    for t, x, y in curves:
-        if t.arm == "finder":
-            style = {"color": _FINDER_COLOUR, "lw": 3.0, "zorder": 3}
-        else:
-            style = {"color": cmap(others.index(t.trial_id) / max(1, len(others) - 1) * 0.9), "lw": 1.3, "alpha": 0.85}
-        ax.plot(x, y, marker="o", ms=3, ls=_STYLE.get(t.status, "-"), label=_label(t), **style)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(col)
-    ax.grid(alpha=0.3)
-    if col.endswith("loss") and curves and all(np.nanmin(y) > 0 for _, _, y in curves):
+def _manual_shades(trials: pd.DataFrame):
+    """The manual trials' colours: greys by LR on a log scale (darker: higher), and the colour bar's
+    mappable; (None, None) without a positive manual LR."""
+    lrs = trials.loc[trials["arm"] == "manual", "lr"].astype(float)
+    lrs = lrs[lrs > 0]
+    if lrs.empty:
+        return None, None
+    cmap = LinearSegmentedColormap.from_list("manual", [matplotlib.colormaps["Greys"](v) for v in (0.3, 0.95)])
+    mappable = ScalarMappable(LogNorm(lrs.min(), lrs.max() * (1.0001 if lrs.min() == lrs.max() else 1)), cmap)
+    return (lambda lr: mappable.to_rgba(lr) if lr and lr > 0 else "grey"), mappable
+
+
+def _epoch_axes(ax, metric: str, values: list[np.ndarray]) -> None:
+    """A loss on a log axis when every value is positive, clipped above so that a diverged trial's
+    blow-up (1e24 and more; any value over 10x the median) leaves the plot instead of flattening
+    every other curve."""
+    v = np.concatenate(values) if values else np.array([])
+    v = v[np.isfinite(v)]
+    if metric.endswith("loss") and v.size and (v > 0).all():
         ax.set_yscale("log")
-    return len(curves)
+        sane = v[v <= 10 * np.median(v)]  # above: a blow-up (chance-level cross-entropy is 2.3)
+        if sane.size < v.size:
+            ax.set_ylim(bottom=v.min() / 1.3, top=1.5 * sane.max())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3, which="both")
 
 
-def plot_metric(experiment: Experiment, col: str, target_acc: float | None = None) -> Figure | None:
-    """One curve per trial of a per-epoch metric, the finder highlighted; None if no data."""
-    fig = Figure(figsize=(8, 5))
-    ax = fig.add_subplot()
-    if not _plot_curves(ax, experiment, col):
+def plot_epochs(experiment: Experiment, summary: dict, metrics: tuple[str, ...], target_acc: float | None = None) -> Figure | None:
+    """Per-epoch curves of every trial: a row per metric, a panel per optimiser. Each arm in its
+    strategy's colour (as in compute_vs_accuracy.png), its seeds as lines of that colour; manual
+    trials thin, in greys by LR with a colour bar; a trial that did not finish in its status's line
+    style (diverged: dotted). None without data."""
+    curves = {m: _curves(experiment, m) for m in metrics}
+    present = [t.optimizer for found in curves.values() for t, _, _ in found]
+    if not present:
         return None
-    if target_acc is not None and col.endswith("acc"):
-        ax.axhline(target_acc, color="grey", ls="--", lw=1, label=f"target {target_acc:g}")
-    ax.set_title(f"{col} per epoch (finder in red, thick)")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return fig
-
-
-def plot_train_curves(experiment: Experiment) -> Figure | None:
-    fig = Figure(figsize=(13, 5))
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    n = _plot_curves(ax_loss, experiment, "train_loss") + _plot_curves(ax_acc, experiment, "train_acc")
-    if not n:
-        return None
-    ax_loss.set_title("train_loss per epoch")
-    ax_acc.set_title("train_acc per epoch")
-    ax_acc.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    opts = _panels(summary["optimizers"], present)
+    fig = Figure(figsize=(5.5 * len(opts) + 3, 4.2 * len(metrics)))
+    axes = fig.subplots(len(metrics), len(opts), squeeze=False, sharex=True)
+    colour, (shade, mappable) = _strategy_colours(summary), _manual_shades(experiment.trials)
+    for row, metric in zip(axes, metrics):
+        for ax, opt in zip(row, opts):
+            mine = [c for c in curves[metric] if c[0].optimizer == opt]
+            for t, x, y in mine:
+                manual = t.arm == "manual"
+                ax.plot(x, y, marker="o", ms=2 if manual else 3, ls=_STYLE.get(t.status, "-"), lw=1 if manual else 2,
+                        color=shade(t.lr) if manual else colour.get(t.arm_key, "black"), alpha=0.8 if manual else 0.9,
+                        zorder=2 if manual else 3, label="manual trial (grey: its LR)" if manual else t.arm_key)
+            _epoch_axes(ax, metric, [y for _, _, y in mine])
+            if target_acc is not None and metric.endswith("acc"):
+                ax.axhline(target_acc, color="grey", ls="--", lw=1, label=f"target {target_acc:g}")
+            ax.set_title(f"{metric} per epoch, {opt}")
+        row[0].set_ylabel(metric)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    statuses = {t.status for found in curves.values() for t, _, _ in found} - {"finished"}
+    for status in sorted(statuses):  # line styles of the trials that did not finish, in the legend
+        axes[0][-1].plot([], [], color="black", lw=1, ls=_STYLE.get(status, "-"), label=status)
+    handles = {}
+    for ax in axes.ravel():
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    axes[0][-1].legend(handles.values(), handles.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes.ravel().tolist(), location="bottom", shrink=0.4, aspect=40, pad=0.16 / len(metrics),
+                     label="manual trial's LR")
     return fig
 
 
@@ -723,9 +744,10 @@ def write_report(exp_dir: Path, experiment: Experiment, summary: dict) -> dict[s
     figs = {
         "test_acc_vs_lr": (plot_test_acc_vs_lr(summary), "no trial has both an LR and a test accuracy"),
         "lr_finder": (plot_lr_finders(experiment, summary["optimizers"]), "no usable range-test curve"),
-        "val_acc": (plot_metric(experiment, "val_acc", summary["target_acc"]), "no trial reported val_acc"),
-        "val_loss": (plot_metric(experiment, "val_loss"), "no trial reported val_loss"),
-        "train_curves": (plot_train_curves(experiment), "no trial reported train_loss or train_acc"),
+        "val_acc": (plot_epochs(experiment, summary, ("val_acc",), summary["target_acc"]), "no trial reported val_acc"),
+        "val_loss": (plot_epochs(experiment, summary, ("val_loss",)), "no trial reported val_loss"),
+        "train_curves": (plot_epochs(experiment, summary, ("train_loss", "train_acc")),
+                         "no trial reported train_loss or train_acc"),
         "compute_vs_accuracy": (plot_compute_vs_accuracy(summary), "no strategy delivered a tested model"),
         "search_progress": (plot_search_progress(summary), "no manual search"),
     }

@@ -389,6 +389,27 @@ def test_lr_finder_axes_keep_the_blow_up_from_squashing_the_curve():
     assert top == pytest.approx(1.5 * 2.3) and 0 <= bottom <= 2.0
 
 
+def test_epoch_curves_one_panel_per_optimiser_colour_per_arm_loss_blow_up_clipped(experiment):
+    """A diverged trial's loss of 1e24 leaves the plot instead of squashing every other curve; each
+    arm has one colour (its seeds share it, as in compute_vs_accuracy.png), manual trials greys."""
+    e, t = experiment.epochs, experiment.trials
+    blown = trial(t, "sgd", "manual:50", 0).trial_id
+    e.loc[e["trial_id"] == blown, "train_loss"] = 1e24
+    summary = analysis.summarize(experiment)
+    fig = report.plot_epochs(experiment, summary, ("train_loss", "train_acc"))
+    loss_sgd, loss_adam, acc_sgd, acc_adam = fig.axes[:4]
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["train_loss per epoch, sgd", "train_loss per epoch, adam",
+                                                       "train_acc per epoch, sgd", "train_acc per epoch, adam"]
+    others = e.loc[(e["trial_id"] != blown) & e["trial_id"].isin(t.loc[t["optimizer"] == "sgd", "trial_id"]), "train_loss"]
+    assert loss_sgd.get_yscale() == "log" and loss_sgd.get_ylim()[1] < 100 * others.max()
+    colours = {}
+    for line in acc_sgd.get_lines():
+        colours.setdefault(line.get_label(), set()).add(line.get_color() if isinstance(line.get_color(), str)
+                                                         else tuple(line.get_color()))
+    assert {k: len(v) for k, v in colours.items() if not k.startswith("manual")} == {"finder": 1, "finder:valley": 1, "cyclic": 1}
+    assert len(colours["manual trial (grey: its LR)"]) == 2  # LRs 0.01 and 50: two shades
+
+
 # ---------------------------------------------------------------- the CLI
 
 
