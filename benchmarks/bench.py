@@ -136,7 +136,8 @@ def bench_overhead(subset: int | None, repeats: int = 3) -> dict:
     import torch
     from torch import nn
 
-    from trainables.data import batches, load_dataset
+    from trainables.batches import batches
+    from trainables.data import load_dataset
     from trainables.model import lenet5
     from trainables.module import LitLeNet
 

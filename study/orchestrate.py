@@ -26,8 +26,8 @@ from study.cluster import trial_resources, trial_slots
 from study.config import StudyConfig
 from study.progress import Progress
 from study.space import bayes_searches, param_space, trial_count, trial_dirname, trial_points
+from trainables import train_trial  # imports torch and Lightning in the trial's worker, not here
 from trainables.data import Dataset
-from trainables.trainable import train_trial
 
 METRIC, MODE = "val_acc", "max"
 # Settings Ray Tune reads only from the environment. TensorBoard events come from Lightning inside

@@ -19,7 +19,6 @@ of the experiment, ~/.cache/lrstudy/results/s3/bucket/prefix/<name>, and uploade
 
 from __future__ import annotations
 
-import importlib
 import json
 import shlex
 import sys
@@ -85,10 +84,11 @@ def _version() -> str:
 
 
 def _prepare(config: StudyConfig):
-    """The heavy imports and the data, timed; run in a thread while Ray starts. DataError is a ConfigError."""
+    """Ray Tune's imports and the data, timed; run in a thread while Ray starts. DataError is a
+    ConfigError. The analysis's imports (pandas, scipy, matplotlib) wait for `_report`, which runs
+    while Ray shuts down; torch and Lightning are the trials' (trainables/__init__.py)."""
     start = time.perf_counter()
-    for module in ("study.orchestrate", "study.analysis", "study.report"):  # Ray Tune, torch, Lightning, pandas, matplotlib
-        importlib.import_module(module)
+    from study import orchestrate  # noqa: F401 (Ray Tune, Optuna: imported here, in the thread)
     from trainables.data import DataError, load_dataset
 
     try:
@@ -100,10 +100,11 @@ def _prepare(config: StudyConfig):
 
 
 def _report(path: str):
-    """Analysis and report of the finished experiment, timed; run in a thread while Ray shuts down."""
+    """Analysis and report of the finished experiment, their imports included, timed; run in a
+    thread while Ray shuts down."""
+    start = time.perf_counter()
     from study import analysis, report, storage
 
-    start = time.perf_counter()
     local = storage.local_copy(path)  # a URI's experiment is analysed in a local mirror
     experiment = analysis.load(local)
     summary = analysis.summarize(experiment)

@@ -44,7 +44,7 @@ def run_range_tests(config: StudyConfig, data) -> list[dict]:
     import pytorch_lightning as pl
     import torch
 
-    from trainables.data import batches
+    from trainables.batches import batches
     from trainables.trainable import _quiet_lightning, _tensors, finder_range_test
 
     _quiet_lightning()

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tests.conftest import make_idx_dir, write_idx
-from trainables.data import FILES, IMAGE_MAGIC, DataError, batches, load_dataset, locate, read_idx
+from trainables.batches import batches
+from trainables.data import FILES, IMAGE_MAGIC, DataError, load_dataset, locate, read_idx
 
 
 def small(directory, **kw):

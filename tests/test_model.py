@@ -8,7 +8,8 @@ import pytorch_lightning as pl
 import torch
 
 from tests.conftest import make_idx_dir
-from trainables.data import batches, load_dataset
+from trainables.batches import batches
+from trainables.data import load_dataset
 from trainables.model import lenet5
 from trainables.module import Diverged, LitLeNet
 

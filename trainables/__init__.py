@@ -1,4 +1,8 @@
-"""What runs inside a trial: data, model, Lightning module, Ray Tune trainable."""
+"""What runs inside a trial: data, model, Lightning module, Ray Tune trainable.
+
+This package's top level and trainables/data.py import neither torch nor Lightning, so the
+driver, which hands `train_trial` to Ray Tune and reads the data, never pays for them.
+"""
 
 OPTIMIZERS = ("sgd", "adam")  # what a trial can train with (trainables/module.py builds them)
 # Learning-rate-free optimisers, one arm each (trainables/module.py builds them): Prodigy
@@ -6,3 +10,11 @@ OPTIMIZERS = ("sgd", "adam")  # what a trial can train with (trainables/module.p
 # sgd, DAdaptAdam for adam. They train at the base LR their authors recommend, LR_FREE_LR.
 LR_FREE = ("prodigy", "dadapt")
 LR_FREE_LR = 1.0
+
+
+def train_trial(config: dict, data) -> None:
+    """Ray Tune's entry point for one trial (trainables/trainable.py's `train_trial`): torch and
+    Lightning are imported here, in the trial's worker process."""
+    from trainables.trainable import train_trial as train
+
+    train(config, data)

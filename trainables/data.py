@@ -1,8 +1,10 @@
-"""Fashion-MNIST as in-memory tensors: find the IDX files, validate them, split, normalise.
+"""Fashion-MNIST as in-memory arrays: find the IDX files, validate them, split, normalise.
 
 The driver calls `load_dataset` once; the resulting `Dataset` (plain numpy arrays) travels to
 every trial through Ray's object store, so worker nodes need no dataset files. Inside a trial,
-`batches` turns tensors into a cheap, seeded, re-shuffling batch loader.
+trainables/batches.py turns them into a cheap, seeded, re-shuffling batch loader. This module
+imports numpy alone (torch only for the split, when a dataset is loaded): the driver reads the
+data while Ray starts, and Lightning is imported by the trials only.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Sampler
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CACHE_DIR = Path.home() / ".cache" / "lrstudy"
@@ -142,6 +142,8 @@ def load_dataset(
     if not 0 < val_size < len(train_x):
         raise DataError(f"validation size {val_size} must be between 1 and {len(train_x) - 1}")
 
+    import torch  # torch's permutation: the split every earlier result was trained on
+
     order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(split_seed)).numpy()
     val_idx, train_idx = order[:val_size], order[val_size:]
     if subset:
@@ -165,49 +167,3 @@ def load_dataset(
         test_y=test_y.astype(np.int64),
         source=str(directory),
     )
-
-
-class ShuffledBatches(Sampler):
-    """Yields index tensors, one per batch, reshuffled per epoch from (seed, epoch).
-
-    Lightning calls `set_epoch` at every epoch start, sometimes after it has made the epoch's
-    iterator (a trial restored from a checkpoint): the order is drawn at the first batch, so a
-    resumed trial sees exactly the batches an uninterrupted trial would have seen.
-    """
-
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, device: torch.device):
-        self.n, self.batch_size, self.shuffle, self.seed, self.device = n, batch_size, shuffle, seed, device
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return (self.n + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.n, generator=generator).to(self.device)
-        else:
-            order = torch.arange(self.n, device=self.device)
-        yield from order.split(self.batch_size)
-
-
-class TensorBatches(torch.utils.data.Dataset):
-    """Indexing with a whole batch of indices returns the batch: no per-sample work, no collation."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[index], self.y[index]
-
-
-def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    """A DataLoader over tensors already on their device (CPU or GPU), in the calling process."""
-    sampler = ShuffledBatches(len(y), batch_size, shuffle, seed, x.device)
-    return DataLoader(TensorBatches(x, y), sampler=sampler, batch_size=None, num_workers=0)

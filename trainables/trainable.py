@@ -41,7 +41,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from ray import tune
 
 from trainables import LR_FREE
-from trainables.data import Dataset, batches
+from trainables.batches import batches
+from trainables.data import Dataset
 from trainables.files import FINDER_FILE, write_atomic
 from trainables.finder import FinderResult, range_test
 from trainables.module import Diverged, LitLeNet, step_size
