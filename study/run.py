@@ -121,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         if config.resume:  # the stored study's flags, read through pyarrow alone: still quick
             config = _stored_config(config, given=set(vars(args)))
+        if config.data_dir:  # missing files need no Ray to be found (bad contents are found while Ray starts)
+            from trainables.data import DataError, locate
+
+            try:
+                locate(config.data_dir)
+            except DataError as e:
+                raise ConfigError(str(e)) from None
     except ConfigError as e:
         return _fail(str(e))
 

@@ -322,13 +322,20 @@ def test_help_version_and_config_errors_import_nothing_heavy(module, argv, code)
     assert (err.count("\n") == 0 and "error:" in err) if code else (out and not err), (out, err)
 
 
-def test_a_valid_study_imports_torch_ray_and_lightning_only_after_validation(tmp_path):
-    """The control of the test above: past validation (here, data files that are not there) the
-    same probe sees the heavy imports, and the error is still one line, exit 2."""
+def test_a_valid_study_imports_ray_only_after_validation(tmp_path):
+    """The control of the test above: past validation (here, a Ray address nobody listens on) the
+    same probe sees Ray imported, and the error is still one line, exit 2."""
+    imported, returncode, _, err = imports_and_exit("study.run", "--address", "127.0.0.1:1",
+                                                    "--results-dir", str(tmp_path))
+    assert returncode == 2 and err.count("\n") == 0 and "127.0.0.1:1" in err, err
+    assert "ray" in imported
+
+
+def test_a_data_dir_without_the_files_is_said_before_ray_starts(tmp_path):
     imported, returncode, _, err = imports_and_exit("study.run", "--data-dir", str(tmp_path / "none"),
                                                     "--results-dir", str(tmp_path))
-    assert returncode == 2 and err.count("\n") == 0 and "does not hold" in err, err
-    assert "ray" in imported
+    assert returncode == 2 and err.count("\n") == 0 and "does not hold the four Fashion-MNIST IDX files" in err, err
+    assert not imported & HEAVY, sorted(imported & HEAVY)
 
 
 def test_the_driver_prepares_a_study_without_lightning():
