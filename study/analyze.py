@@ -6,10 +6,11 @@
 
 Reads the experiment with Ray Tune's ExperimentAnalysis, plus study.json and each range
 test's lr_finder.json, and writes, atomically, into the experiment directory: summary.json, comparison.csv,
-report.md and the figures test_acc_vs_lr.png, lr_finder.png, val_acc.png, val_loss.png,
-train_curves.png. A study with several seeds, finder rules, a cyclic arm or several
-optimisers gets, per optimiser, each arm's mean with a 95 % interval over seeds and the
-finder-vs-best-manual difference paired by seed. Prints the comparison table, the verdict
+report.md and the figures (study/report.py's FIGURES: test accuracy against LR, the range tests,
+the per-epoch curves, compute against accuracy, the search's progress). A study with several
+seeds, finder rules, other arms or several optimisers gets, per optimiser, each arm's mean with a
+95 % interval over seeds, its difference from the best manual LR paired by seed, and every
+strategy's compute against its accuracy. Prints the comparison table, the verdict
 (one sentence per optimiser) and the path of report.md. Works on partial experiments
 (failed, diverged, pruned trials). A missing directory, one that is not an experiment, or
 a bad flag: one line on stderr and exit code 2.
