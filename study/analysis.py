@@ -16,7 +16,8 @@ LR; for a Bayesian search, whose seeds try different LRs, each seed's best manua
 rule), every other arm minus it paired by seed, and compute. The sentences are the report's.
 
 Arm keys: `finder` (the study's first finder rule), `finder:<rule>` (another rule), `cyclic`
-(`cyclic:<rule>`), `manual:<lr>`, and in the summary `manual`, the best manual LR.
+(`cyclic:<rule>`), `manual:<lr>`, and in the summary `manual`, the best manual LR (or, when no
+manual LR ran on two seeds, as in a Bayesian search, each seed's best manual trial: `picks`).
 """
 
 from __future__ import annotations
@@ -255,7 +256,7 @@ def search_picks(trials: pd.DataFrame) -> pd.DataFrame:
     trial with the best validation accuracy, ties to the lower validation loss, then the lower LR."""
     done = trials[(trials["arm"] == "manual") & (trials["status"] == "finished") & trials["val_acc"].notna()]
     return done.sort_values(["seed", "val_acc", "val_loss", "lr"], ascending=[True, False, True, True],
-                            na_position="last", kind="stable").drop_duplicates("seed")
+                            na_position="last").drop_duplicates("seed")
 
 
 def seeds_share_lrs(trials: pd.DataFrame) -> bool:
@@ -295,6 +296,9 @@ def setting_summary(optimizer: str, trials: pd.DataFrame) -> dict:
     for key, group in groups.items():  # trials are sorted: finder*, cyclic*, manual by LR
         if key.startswith("manual:") and best is not None and "manual" not in arms:
             arms["manual"] = {**arm_stats(reference), "chosen": best}
+            if best == SEARCH_PICKS:  # out of the seeds that searched; each seed's pick, by seed
+                arms["manual"]["n_trials"] = int(trials.loc[trials["arm"] == "manual", "seed"].nunique())
+                arms["manual"]["picks"] = reference[["seed", "lr", "test_acc"]].to_dict("records")
         arms[key] = arm_stats(group)
     others = [k for k in groups if not k.startswith("manual:")]  # finder rules, cyclic, learning-rate-free arms
     vs_best = {k: paired(groups[k], reference, best) for k in others} if best else {}

@@ -141,11 +141,11 @@ def _curves(experiment: Experiment, col: str) -> list[tuple]:
 
 def _manual_shades(trials: pd.DataFrame):
     """The manual trials' colours: greys by LR on a log scale (darker: higher), and the colour bar's
-    mappable; (None, None) without a positive manual LR."""
+    mappable (None without a positive manual LR: then every manual trial is grey)."""
     lrs = trials.loc[trials["arm"] == "manual", "lr"].astype(float)
     lrs = lrs[lrs > 0]
     if lrs.empty:
-        return None, None
+        return (lambda lr: "grey"), None
     cmap = LinearSegmentedColormap.from_list("manual", [matplotlib.colormaps["Greys"](v) for v in (0.3, 0.95)])
     mappable = ScalarMappable(LogNorm(lrs.min(), lrs.max() * (1.0001 if lrs.min() == lrs.max() else 1)), cmap)
     return (lambda lr: mappable.to_rgba(lr) if lr and lr > 0 else "grey"), mappable
@@ -186,7 +186,11 @@ def plot_epochs(experiment: Experiment, summary: dict, metrics: tuple[str, ...],
                 manual = t.arm == "manual"
                 ax.plot(x, y, marker="o", ms=2 if manual else 3, ls=_STYLE.get(t.status, "-"), lw=1 if manual else 2,
                         color=shade(t.lr) if manual else colour.get(t.arm_key, "black"), alpha=0.8 if manual else 0.9,
-                        zorder=2 if manual else 3, label="manual trial (grey: its LR)" if manual else t.arm_key)
+                        zorder=2 if manual else 3, gid=f"{t.arm_key} seed {t.seed}")
+                # the legend's sample: a solid line (a dotted one means diverged)
+                ax.plot([], [], marker="o", ms=2 if manual else 3, lw=1 if manual else 2,
+                        color="grey" if manual else colour.get(t.arm_key, "black"),
+                        label="manual trial (grey: its LR)" if manual else t.arm_key)
             _epoch_axes(ax, metric, [y for _, _, y in mine])
             if target_acc is not None and metric.endswith("acc"):
                 ax.axhline(target_acc, color="grey", ls="--", lw=1, label=f"target {target_acc:g}")
@@ -384,20 +388,22 @@ def plot_test_acc_vs_lr(summary: dict) -> Figure | None:
     for ax, opt in zip(axes, opts):
         mine = [t for t in trials if t.get("optimizer") == opt]
         manual = [t for t in mine if t["arm"] == "manual"]
+        setting = (summary.get("settings") or {}).get(opt) or {}
+        best = (setting.get("arms") or {}).get("manual")
+        per_seed = bool(best) and best["chosen"] == SEARCH_PICKS  # a Bayesian search: LRs differ by seed
         if manual:
             ax.scatter([t["lr"] for t in manual], [t["test_acc"] for t in manual], s=22, color="tab:blue",
                        alpha=0.65, label="manual trial", zorder=2)
-            per_lr = pd.DataFrame(manual).groupby("lr")["test_acc"].agg(["mean", "count"])
-            if len(per_lr) > 1 and per_lr["count"].max() > 1:  # not for a Bayesian search: its LRs differ by seed
-                ax.plot(per_lr.index, per_lr["mean"], color="tab:blue", lw=1, alpha=0.6, label="manual, mean over seeds")
-        setting = (summary.get("settings") or {}).get(opt) or {}
-        best = (setting.get("arms") or {}).get("manual")
-        if best and best["test_acc"]["mean"] is not None:
-            if best["chosen"] == SEARCH_PICKS:  # each seed's own pick, at its own LR
-                xy, label = (best["lr"]["values"], best["test_acc"]["values"]), "each seed's best manual trial (val acc)"
-            else:
-                xy, label = ([best["lr"]["mean"]], [best["test_acc"]["mean"]]), "best manual LR (by mean val acc)"
-            ax.scatter(*xy, s=180, facecolors="none", edgecolors="black", lw=1.5, zorder=3, label=label)
+            means = pd.DataFrame(manual).groupby("lr")["test_acc"].mean()
+            if len(means) > 1 and not per_seed:
+                ax.plot(means.index, means.values, color="tab:blue", lw=1, alpha=0.6, label="manual, mean over seeds")
+        if per_seed:  # each seed's own pick, at its own LR
+            picks = [p for p in best["picks"] if p["lr"] and p["test_acc"] is not None]
+            ax.scatter([p["lr"] for p in picks], [p["test_acc"] for p in picks], s=180, facecolors="none",
+                       edgecolors="black", lw=1.5, zorder=3, label="each seed's best manual trial (val acc)")
+        elif best and best["test_acc"]["mean"] is not None:
+            ax.scatter([best["lr"]["mean"]], [best["test_acc"]["mean"]], s=180, facecolors="none", edgecolors="black",
+                       lw=1.5, zorder=3, label="best manual LR (by mean val acc)")
         for t in mine:
             if t["arm"] == "finder":
                 ax.scatter([t["lr"]], [t["test_acc"]], s=120, marker=_marker(t.get("finder_rule")),
@@ -501,8 +507,9 @@ def arms_frame(setting: dict) -> pd.DataFrame:
             "test_acc vs best manual"]
     rows = []
     for key, a in (setting.get("arms") or {}).items():
+        picks = ", ".join(f"{p['lr']:.3g}" for p in a.get("picks", []) if p["lr"])  # a Bayesian search's, by seed
         rows.append([f"manual (= {a['chosen']})" if key == "manual" else key, f"{a['n']}/{a['n_trials']}",
-                     _lr_cell(a["lr"]), _mean_ci(a["test_acc"], 100), _mean_ci(a["val_acc"], 100),
+                     picks or _lr_cell(a["lr"]), _mean_ci(a["test_acc"], 100), _mean_ci(a["val_acc"], 100),
                      _mean_ci(a["test_loss"], 1, ".4f"), _mean_ci(a["time_s"], 1, ".1f"),
                      _pair_cell((setting.get("vs_best_manual") or {}).get(key))])
     return pd.DataFrame(rows, columns=cols)
@@ -610,7 +617,8 @@ def setting_verdict(summary: dict, setting: dict, key: str = "finder") -> str:
     if problems:
         return f"{opt}: " + "; ".join(problems) + f", so {label} and best manual cannot be compared."
     pair, manual = setting["vs_best_manual"][key], arms["manual"]
-    head = f"{opt}: {label} vs " + (f"each seed's best manual trial (lr {_lr_cell(manual['lr'])})" if best == SEARCH_PICKS
+    picks = ", ".join(f"{p['lr']:.3g}" for p in manual.get("picks", []) if p["lr"])
+    head = f"{opt}: {label} vs " + (f"each seed's best manual trial (lr {picks})" if best == SEARCH_PICKS
                                     else f"best manual (lr={manual['lr']['mean']:.3g})")
     if pair["n"] == 0:
         return (f"{head}: they finished on no common seed ({label}: {_seeds(finder['seeds'])}; "

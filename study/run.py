@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 
 # Only what parsing and validating the flags needs: --help, --version and a bad flag answer at
-# once. torch, Lightning, Ray, pandas and matplotlib (seconds to import) come in main(), after.
+# once. Ray, torch (for the data's split), pandas and matplotlib (seconds to import) come in main(),
+# after; Lightning only in the trials' workers.
 from study.config import ConfigError, StudyConfig, build_parser, config_from_args, flag
 
 PROG = "study.run"
@@ -86,7 +87,7 @@ def _version() -> str:
 def _prepare(config: StudyConfig):
     """Ray Tune's imports and the data, timed; run in a thread while Ray starts. DataError is a
     ConfigError. The analysis's imports (pandas, scipy, matplotlib) wait for `_report`, which runs
-    while Ray shuts down; torch and Lightning are the trials' (trainables/__init__.py)."""
+    while Ray shuts down; Lightning is the trials' alone (trainables/__init__.py)."""
     start = time.perf_counter()
     from study import orchestrate  # noqa: F401 (Ray Tune, Optuna: imported here, in the thread)
     from trainables.data import DataError, load_dataset

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 import pytest
 
@@ -192,11 +193,16 @@ def test_bayes_like_search_pairs_each_seed_with_its_own_best_manual_trial(experi
     manual = s["arms"]["manual"]
     assert s["best_manual"] == manual["chosen"] == analysis.SEARCH_PICKS
     # seed 0 delivers LR 0.01 (val .90; test .86), seed 1 LR 100 (val .95; test .88)
-    assert manual["lr"]["values"] == pytest.approx([0.01, 100]) and manual["test_acc"]["values"] == pytest.approx([.86, .88])
+    assert [(p["seed"], p["lr"], p["test_acc"]) for p in manual["picks"]] == [(0, 0.01, .86), (1, 100, .88)]
+    assert manual["n"] == manual["n_trials"] == 2 and manual["test_acc"]["values"] == pytest.approx([.86, .88])
     pair = s["vs_best_manual"]["finder"]  # .90 - .86, .80 - .88
     assert pair["n"] == 2 and pair["test_acc_diff"]["values"] == pytest.approx([.04, -.08])
-    line = report.verdict_lines(analysis.summarize(experiment))[1]
-    assert line.startswith("sgd: finder (lightning) vs each seed's best manual trial (lr 50 (0.01 to 100)): -2.00 ± "), line
+    summary = analysis.summarize(experiment)
+    line = report.verdict_lines(summary)[1]
+    assert line.startswith("sgd: finder (lightning) vs each seed's best manual trial (lr 0.01, 100): -2.00 ± "), line
+    fig = report.plot_test_acc_vs_lr(summary)  # each seed's pick circled where it is
+    [circles] = [c for c in fig.axes[0].collections if c.get_label().startswith("each seed's best")]
+    assert circles.get_offsets().tolist() == [[0.01, 0.86], [100, 0.88]]
 
 
 def test_compute_counts_every_manual_trial_of_a_seed(experiment):
@@ -395,6 +401,7 @@ def test_epoch_curves_one_panel_per_optimiser_colour_per_arm_loss_blow_up_clippe
     e, t = experiment.epochs, experiment.trials
     blown = trial(t, "sgd", "manual:50", 0).trial_id
     e.loc[e["trial_id"] == blown, "train_loss"] = 1e24
+    t.loc[(t["arm_key"] == "finder") & (t["seed"] == 1), "status"] = "diverged"  # the last finder lines drawn
     summary = analysis.summarize(experiment)
     fig = report.plot_epochs(experiment, summary, ("train_loss", "train_acc"))
     loss_sgd, loss_adam, acc_sgd, acc_adam = fig.axes[:4]
@@ -402,12 +409,16 @@ def test_epoch_curves_one_panel_per_optimiser_colour_per_arm_loss_blow_up_clippe
                                                        "train_acc per epoch, sgd", "train_acc per epoch, adam"]
     others = e.loc[(e["trial_id"] != blown) & e["trial_id"].isin(t.loc[t["optimizer"] == "sgd", "trial_id"]), "train_loss"]
     assert loss_sgd.get_yscale() == "log" and loss_sgd.get_ylim()[1] < 100 * others.max()
-    colours = {}
+    colours = {}  # arm -> the colours of its trials' lines (gid: "<arm key> seed <seed>")
     for line in acc_sgd.get_lines():
-        colours.setdefault(line.get_label(), set()).add(line.get_color() if isinstance(line.get_color(), str)
-                                                         else tuple(line.get_color()))
-    assert {k: len(v) for k, v in colours.items() if not k.startswith("manual")} == {"finder": 1, "finder:valley": 1, "cyclic": 1}
-    assert len(colours["manual trial (grey: its LR)"]) == 2  # LRs 0.01 and 50: two shades
+        if line.get_gid():
+            colours.setdefault(line.get_gid().split()[0].split(":")[0] if line.get_gid().startswith("manual")
+                               else line.get_gid().split()[0], set()).add(matplotlib.colors.to_hex(line.get_color()))
+    assert {k: len(v) for k, v in colours.items()} == {"finder": 1, "finder:valley": 1, "cyclic": 1, "manual": 2}
+    assert len(set().union(*colours.values())) == 5  # LRs 0.01 and 50: two shades of grey
+    legend = loss_adam.get_legend()  # right of the top right panel; a diverged trial is dotted, its arm's sample not
+    samples = dict(zip([text.get_text() for text in legend.get_texts()], legend.legend_handles))
+    assert samples["finder"].get_linestyle() == "-" and samples["diverged"].get_linestyle() == ":"
 
 
 # ---------------------------------------------------------------- the CLI

@@ -325,8 +325,10 @@ def test_help_version_and_config_errors_import_nothing_heavy(module, argv, code)
 def test_a_valid_study_imports_ray_only_after_validation(tmp_path):
     """The control of the test above: past validation (here, a Ray address nobody listens on) the
     same probe sees Ray imported, and the error is still one line, exit 2."""
-    imported, returncode, _, err = imports_and_exit("study.run", "--address", "127.0.0.1:1",
-                                                    "--results-dir", str(tmp_path))
+    from tests.conftest import real_data_dir  # the data is read alongside: it must be there
+
+    imported, returncode, _, err = imports_and_exit("study.run", "--address", "127.0.0.1:1", "--data-dir",
+                                                    str(real_data_dir()), "--results-dir", str(tmp_path))
     assert returncode == 2 and err.count("\n") == 0 and "127.0.0.1:1" in err, err
     assert "ray" in imported
 
@@ -342,8 +344,10 @@ def test_the_driver_prepares_a_study_without_lightning():
     """What the driver imports and reads while Ray starts (study.run's `_prepare`: Ray Tune, the
     analysis, the report, the data) leaves Lightning, torchmetrics and torchvision (4 s of imports
     here) to the trials' workers."""
+    from tests.conftest import real_data_dir
+
     probe = ("import sys; from study.config import StudyConfig; from study.run import _prepare; "
-             "data, _ = _prepare(StudyConfig(subset=640)); print(len(data.train_y)); "
+             f"data, _ = _prepare(StudyConfig(subset=640, data_dir={str(real_data_dir())!r})); print(len(data.train_y)); "
              "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'torchmetrics', 'torchvision') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -1,7 +1,8 @@
 """What runs inside a trial: data, model, Lightning module, Ray Tune trainable.
 
-This package's top level and trainables/data.py import neither torch nor Lightning, so the
-driver, which hands `train_trial` to Ray Tune and reads the data, never pays for them.
+This package's top level and trainables/data.py do not import Lightning (data.py imports torch
+only for the split, when it loads a dataset), so the driver, which hands `train_trial` to Ray
+Tune and reads the data, never pays for Lightning.
 """
 
 OPTIMIZERS = ("sgd", "adam")  # what a trial can train with (trainables/module.py builds them)

@@ -1,7 +1,8 @@
 """The Ray Tune function trainable: one trial = one Lightning Trainer on in-memory Fashion-MNIST.
 
-`train_trial(config, data)` is wrapped by `tune.with_parameters` in the driver
-(`study.orchestrate.trainable`), so `data` arrives once per node through the object store.
+`train_trial(config, data)` runs in the trial's worker, called by the entry point the driver
+wraps with `tune.with_parameters` (`trainables.train_trial`, in `study.orchestrate.trainable`),
+so `data` arrives once per node through the object store.
 `config` is everything that shapes the trial, flat, and nothing else (it is the trial's
 params.json):
 
