@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
@@ -100,14 +101,18 @@ def _prepare(config: StudyConfig):
     return data, time.perf_counter() - start
 
 
-def _report(path: str):
+def _report(path: str, read: threading.Event):
     """Analysis and report of the finished experiment, their imports included, timed; run in a
-    thread while Ray shuts down."""
+    thread. `read` is set once the experiment is read: reading it (Ray Tune's ExperimentAnalysis)
+    may call into Ray's worker, which must still be up; the rest runs while Ray shuts down."""
     start = time.perf_counter()
-    from study import analysis, report, storage
+    try:
+        from study import analysis, report, storage
 
-    local = storage.local_copy(path)  # a URI's experiment is analysed in a local mirror
-    experiment = analysis.load(local)
+        local = storage.local_copy(path)  # a URI's experiment is analysed in a local mirror
+        experiment = analysis.load(local)
+    finally:
+        read.set()
     summary = analysis.summarize(experiment)
     written = report.write_report(local, experiment, summary)
     return local, summary, written, time.perf_counter() - start
@@ -163,11 +168,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nInterrupted. Continue with: python -m {PROG} --resume --name {config.name} "
                   f"--results-dir {shlex.quote(config.results_dir)}", file=sys.stderr)
             return 130
-        # The report is written while Ray shuts down: it reads only the experiment's files.
-        mark = time.perf_counter()
-        reported = pool.submit(_report, path)
+        # The report is written while Ray shuts down, once the experiment is read (see _report).
+        mark, read = time.perf_counter(), threading.Event()
+        reported = pool.submit(_report, path, read)
+        read.wait()  # Ray goes down only once the experiment is read (a race that killed the process)
+        shutdown = time.perf_counter()
         cluster.disconnect()
-        seconds["ray_shutdown_s"] = time.perf_counter() - mark
+        seconds["ray_shutdown_s"] = time.perf_counter() - shutdown
         local, summary, written, seconds["analysis_s"] = reported.result()
         seconds["finish_s"] = time.perf_counter() - mark
     seconds["wall_s"] = time.perf_counter() - started
