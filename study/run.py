@@ -86,9 +86,9 @@ def _version() -> str:
 
 
 def _prepare(config: StudyConfig):
-    """Ray Tune's imports and the data, timed; run in a thread while Ray starts. DataError is a
-    ConfigError. The analysis's imports (pandas, scipy, matplotlib) wait for `_report`, which runs
-    while Ray shuts down; Lightning is the trials' alone (trainables/__init__.py)."""
+    """The driver's imports and the data, timed; run in a thread while Ray starts. DataError is a
+    ConfigError. Ray Tune's imports, the data, then the analysis's (pandas, scipy, matplotlib);
+    Lightning is the trials' alone (trainables/__init__.py)."""
     start = time.perf_counter()
     from study import orchestrate  # noqa: F401 (Ray Tune, Optuna: imported here, in the thread)
     from trainables.data import DataError, load_dataset
@@ -98,6 +98,7 @@ def _prepare(config: StudyConfig):
                             normalize=config.normalize, subset=config.subset)
     except DataError as e:
         raise ConfigError(str(e)) from None
+    from study import analysis, report  # noqa: F401 (for _report, which must read before Ray shuts down)
     return data, time.perf_counter() - start
 
 
