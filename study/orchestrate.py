@@ -25,7 +25,7 @@ from study import search, storage
 from study.cluster import trial_resources, trial_slots
 from study.config import StudyConfig
 from study.progress import Progress
-from study.space import bayes_searches, param_space, trial_count, trial_dirname, trial_points
+from study.space import Plan, param_space, trial_dirname
 from trainables import train_trial  # imports torch and Lightning in the trial's worker, not here
 from trainables.data import Dataset
 
@@ -63,15 +63,16 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def write_study_record(path: str, config: StudyConfig, data: Dataset, resources: dict, argv: list[str]) -> None:
+def write_study_record(path: str, config: StudyConfig, plan: Plan, data: Dataset, resources: dict,
+                       argv: list[str]) -> None:
     """What produced the results, next to them: config, command line, versions, data, resources."""
     record = {"config": config.to_dict(), "argv": argv, "versions": _versions(),
               "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "data": {"source": data.source, **data.sizes()}, "resources_per_trial": resources,
               "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
-              "trials": trial_points(config)}
+              "trials": plan.points}
     if config.search == "bayes":  # its manual trials are drawn as it runs: how many, from what, in which batches
-        record["bayes"] = search.record(config, bayes_searches(config), trial_slots(resources))
+        record["bayes"] = search.record(config, plan.searches, trial_slots(resources))
     storage.write_text(path, storage.STUDY_FILE, json.dumps(record, indent=2))
 
 
@@ -81,8 +82,8 @@ def trainable(data: Dataset, resources: dict):
     return tune.with_resources(tune.with_parameters(train_trial, data=data), resources)
 
 
-def build_tuner(config: StudyConfig, data: Dataset, resources: dict) -> tune.Tuner:
-    points, searches = trial_points(config), bayes_searches(config)
+def build_tuner(config: StudyConfig, plan: Plan, data: Dataset, resources: dict) -> tune.Tuner:
+    points, searches = plan.points, plan.searches
     if config.pruned:
         scheduler = ManualOnlyASHA(time_attr="training_iteration", max_t=config.epochs, grace_period=1, reduction_factor=3)
     else:
@@ -96,16 +97,16 @@ def build_tuner(config: StudyConfig, data: Dataset, resources: dict) -> tune.Tun
         trainable(data, resources),
         param_space=param_space(points + searches),  # every trial is one of `points` or a search's, its whole config
         tune_config=tune.TuneConfig(
-            metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=trial_count(config),
+            metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=plan.trials,
             search_alg=search_alg,
             trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname,
             reuse_actors=True,  # a worker keeps torch and Lightning imported from one trial to the next
         ),
-        run_config=_run_config(config),
+        run_config=_run_config(config, plan.trials),
     )
 
 
-def _run_config(config: StudyConfig) -> tune.RunConfig:
+def _run_config(config: StudyConfig, trials: int) -> tune.RunConfig:
     return tune.RunConfig(
         name=config.name,
         storage_path=storage.storage_path(config.results_dir),  # a URI goes to Ray unchanged
@@ -117,8 +118,7 @@ def _run_config(config: StudyConfig) -> tune.RunConfig:
         # progress.csv, result.json; and, on the console, one line per ended trial (study/progress.py)
         # instead of Ray Tune's boxes and tables (verbose=0), which go to trials.log
         callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
-                   Progress(storage.experiment_dir(config.results_dir, config.name), trial_count(config),
-                            config.epochs)],
+                   Progress(storage.experiment_dir(config.results_dir, config.name), trials, config.epochs)],
         verbose=0,
     )
 
@@ -152,7 +152,7 @@ def _tune_settings():
             os.environ.pop(k, None)
 
 
-def run_study(config: StudyConfig, data: Dataset, argv: list[str]) -> tuple[str, float]:
+def run_study(config: StudyConfig, plan: Plan, data: Dataset, argv: list[str]) -> tuple[str, float]:
     """Run (or resume) the whole study; return the experiment's location and the Tuner's wall seconds."""
     resources = trial_resources(config)
     path = storage.prepare_experiment_dir(config)  # only now: remove (--overwrite) or create the folder
@@ -161,8 +161,8 @@ def run_study(config: StudyConfig, data: Dataset, argv: list[str]) -> tuple[str,
             tuner = tune.Tuner.restore(path, trainable=trainable(data, resources), resume_unfinished=True,
                                        resume_errored=True)
         else:
-            write_study_record(path, config, data, resources, argv)
-            tuner = build_tuner(config, data, resources)
+            write_study_record(path, config, plan, data, resources, argv)
+            tuner = build_tuner(config, plan, data, resources)
         start = time.perf_counter()
         tuner.fit()
     if _unfinished_trials(path):

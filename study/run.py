@@ -158,11 +158,12 @@ def main(argv: list[str] | None = None) -> int:
             seconds["startup_s"] = time.perf_counter() - started
             from study.orchestrate import run_study
             from study.progress import LOG_FILE as PROGRESS_LOG
-            from study.space import trial_count
+            from study.space import plan
 
-            print(f"{trial_count(config)} trials, one line as each ends; their configs and last results go to "
+            the_plan = plan(config)  # worked out once, here
+            print(f"{the_plan.trials} trials, one line as each ends; their configs and last results go to "
                   f"{PROGRESS_LOG} in the experiment.", flush=True)
-            path, seconds["tune_s"] = run_study(config, data, [PROG, *argv])
+            path, seconds["tune_s"] = run_study(config, the_plan, data, [PROG, *argv])
         except ConfigError as e:
             return _fail(str(e))
         except KeyboardInterrupt:

@@ -1,8 +1,8 @@
 """The Bayesian search (--search bayes): Optuna's TPE over the manual LR, run by Ray Tune.
 
 One `BayesSearch` (a Ray Tune `Searcher`) runs the whole study: it first hands out the study's
-fixed trials (finder, cyclic, learning-rate-free: `space.trial_points`), which feed no model,
-then the manual trials of one independent search per optimiser and seed (`space.bayes_searches`),
+fixed trials (finder, cyclic, learning-rate-free: the plan's `points`), which feed no model,
+then the manual trials of one independent search per optimiser and seed (the plan's `searches`),
 each an `OptunaSearch` with its own `TPESampler`, seeded with the search's seed. A search
 suggests `batch` LRs at a time (the trials the cluster runs at once) and learns from a batch
 only when all of it has ended (Ray's `ConcurrencyLimiter(batch=True)`): what it suggests then

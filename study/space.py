@@ -12,6 +12,8 @@ carries the study's `TRIAL_SETTINGS`, so a trial depends on its config alone
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from ray import tune
 
@@ -63,9 +65,23 @@ def bayes_searches(config: StudyConfig) -> list[dict]:
             for optimizer in config.optimizer for seed in range(config.seed, config.seed + config.seeds)]
 
 
-def trial_count(config: StudyConfig) -> int:
-    """How many trials the study runs: `trial_points`, and `--num-samples` per Bayesian search."""
-    return len(trial_points(config)) + len(bayes_searches(config)) * config.num_samples
+@dataclass(frozen=True)
+class Plan:
+    """The study's trials, worked out once from its config and handed to everything that runs it:
+    `points` (`trial_points`), `searches` (`bayes_searches`) and how many LRs each search draws."""
+
+    points: list[dict]
+    searches: list[dict]
+    samples_per_search: int
+
+    @property
+    def trials(self) -> int:
+        """How many trials the study runs: every point, and `samples_per_search` per search."""
+        return len(self.points) + len(self.searches) * self.samples_per_search
+
+
+def plan(config: StudyConfig) -> Plan:
+    return Plan(trial_points(config), bayes_searches(config), config.num_samples)
 
 
 def param_space(points: list[dict]) -> dict:

@@ -11,7 +11,7 @@ from ray.tune.search import Searcher, SearchGenerator
 
 from study.config import StudyConfig
 from study.search import BayesSearch, startup_trials
-from study.space import bayes_searches, param_space, trial_count, trial_points
+from study.space import bayes_searches, param_space, plan, trial_points
 
 STUDY = StudyConfig(search="bayes", num_samples=4, lr_range=(1e-5, 1e-1), optimizer=("sgd", "adam"),
                     arms=("finder", "manual", "prodigy"), finder_rules=("valley",))
@@ -70,7 +70,7 @@ def test_fixed_points_first_then_each_search_in_batches_whole_configs():
 
 def test_the_same_seed_draws_the_same_lrs_whichever_trial_ends_first():
     a, b = run(searcher()), run(searcher(), reverse=True)
-    assert len(a) == trial_count(STUDY) == len(trial_points(STUDY)) + 2 * 4
+    assert len(a) == plan(STUDY).trials == len(trial_points(STUDY)) + 2 * 4
     assert [c["lr"] for c in a] == [c["lr"] for c in b]
     other = StudyConfig(**{**STUDY.to_dict(), "seed": 1})
     assert [c["lr"] for c in run(searcher(other))][-8:] != [c["lr"] for c in a][-8:]  # seeded by the seed
@@ -107,7 +107,7 @@ def test_ray_tunes_search_generator_takes_it_with_the_param_space():
     assert set(space["arm"].categories) == {"finder", "prodigy", "manual"}
     generator = SearchGenerator(searcher())
     assert generator.set_search_properties("val_acc", "max", space)
-    generator.add_configurations([Experiment("bayes", lambda config: None, config=space, num_samples=trial_count(STUDY))])
+    generator.add_configurations([Experiment("bayes", lambda config: None, config=space, num_samples=plan(STUDY).trials)])
     trials = [generator.next_trial() for _ in range(len(trial_points(STUDY)) + 4)]
     assert [t.config for t in trials[:len(trial_points(STUDY))]] == trial_points(STUDY)
     assert all(t.config["arm"] == "manual" and isinstance(t.config["lr"], float) for t in trials[-4:])
