@@ -10,9 +10,10 @@ curve (`lr_finder.json`) and the study's record (`study.json`). It returns an `E
 - `study`: `study.json`.
 
 `summarize(experiment)` turns those tables into summary.json's numbers with pandas and scipy. Per
-optimiser (a "setting"): each arm's mean and 95 % t-interval over seeds, the best manual LR (the
-one rule: the best mean validation accuracy, ties to the lower mean validation loss, then the lower
-LR; for a Bayesian search, whose seeds try different LRs, each seed's best manual trial by the same
+setting (one value of each of the study's dimensions, `study.config.DIMENSIONS`: an optimiser,
+...): each arm's mean and 95 % t-interval over seeds, the best manual LR (the one rule: the
+best mean validation accuracy, ties to the lower mean validation loss, then the lower LR; for a
+Bayesian search, whose seeds try different LRs, each seed's best manual trial by the same
 rule), every other arm minus it paired by seed, and compute. The sentences are the report's.
 
 Arm keys: `finder` (the study's first finder rule), `finder:<rule>` (another rule), `cyclic`
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from study.config import ARMS
+from study.config import ARMS, DIMENSIONS, StudyConfig, setting_label
 from study.storage import STUDY_FILE
 from trainables.files import FINDER_FILE
 
@@ -45,7 +46,7 @@ CONFIDENCE = 0.95
 ARM_METRICS = ("test_acc", "test_loss", "val_acc", "val_loss", "time_s", "train_time_s", "time_to_target_s")
 EPOCH_COLUMNS = ("trial_id", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_time_s",
                  "report_ts", "test_loss", "test_acc")
-TRIAL_COLUMNS = ("trial_id", "arm", "arm_key", "optimizer", "finder_rule", "lr", "seed", "status", "epochs",
+TRIAL_COLUMNS = ("trial_id", "setting", "arm", "arm_key", "optimizer", "finder_rule", "lr", "seed", "status", "epochs",
                  "time_s", "val_acc", "val_loss", "test_acc", "test_loss", "time_to_target_s", "best_val_acc",
                  "train_time_s", "finder_time_s", "cyclic_min_lr", "cyclic_max_lr", "node_id", "node_ip",
                  "failures", "error", "dir")
@@ -133,7 +134,7 @@ def _trial_row(trial, df: pd.DataFrame, curve: dict | None, study_config: dict) 
         lines = [ln.strip() for ln in str(trial.get_error() or "").splitlines() if ln.strip()]
         error = next((ln for ln in reversed(lines) if not ln.startswith("Failure #")), "no error message")
     row = {
-        "trial_id": trial.trial_id, "arm": arm, "arm_key": arm_key(arm, lr, rule, study_config["finder_rules"][0]),
+        "trial_id": trial.trial_id, "setting": setting_label(config, study_config), "arm": arm, "arm_key": arm_key(arm, lr, rule, study_config["finder_rules"][0]),
         "optimizer": config["optimizer"], "finder_rule": rule if arm in RANGE_TEST_ARMS else None,
         "lr": lr, "seed": config["seed"], "status": _status(trial.status, df, config["epochs"]), "epochs": len(df),
         "time_s": None if train_time is None and finder_time is None else (train_time or 0.0) + (finder_time or 0.0),
@@ -171,13 +172,20 @@ def arm_key(arm: str, lr: float | None, rule: str | None, primary_rule: str) -> 
     return f"{arm}:{lr:g}" if arm == "manual" else arm
 
 
+def settings_of(config: dict) -> dict[str, dict]:
+    """The study's settings (`StudyConfig.settings`) by label, in order, from its config as a dict
+    (study.json's: a dimension an older study lacks has its default)."""
+    study = StudyConfig(**{d: tuple(config.get(d) or getattr(StudyConfig, d)) for d in DIMENSIONS})
+    return {setting_label(s, config): s for s in study.settings()}
+
+
 def _sort(trials: pd.DataFrame, config: dict) -> pd.DataFrame:
-    """The study's optimisers in order; finder, cyclic, manual; range-test arms by rule then seed,
+    """The study's settings in order; finder, cyclic, manual; range-test arms by rule then seed,
     manual trials by LR then seed."""
     if trials.empty:
         return trials
     rank = {
-        "o": trials["optimizer"].map({o: i for i, o in enumerate(config["optimizer"])}),
+        "o": trials["setting"].map({label: i for i, label in enumerate(settings_of(config))}),
         "a": trials["arm"].map({a: i for i, a in enumerate(ARM_ORDER)}),
         "r": trials["finder_rule"].map({r: i for i, r in enumerate(config["finder_rules"])}).fillna(-1),
         "l": trials["lr"].where(trials["arm"] == "manual", 0.0),
@@ -285,8 +293,8 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, against: str, metric: str = "test_a
     return {f"{metric}_diff": diff, "p_value": p_value, "n": len(both), "seeds": both.index.tolist(), "against": against}
 
 
-def setting_summary(optimizer: str, trials: pd.DataFrame) -> dict:
-    """Arms, best manual LR, paired comparisons and compute of one optimiser's trials."""
+def setting_summary(label: str, setting: dict, trials: pd.DataFrame) -> dict:
+    """Arms, best manual LR, paired comparisons and compute of one setting's trials."""
     groups = {k: g for k, g in trials.groupby("arm_key", sort=False)}
     best = best_manual_key(trials)
     reference = groups.get(best)
@@ -308,7 +316,7 @@ def setting_summary(optimizer: str, trials: pd.DataFrame) -> dict:
     search = trials[trials["arm"] == "manual"].groupby("seed")["time_s"].sum(min_count=1).dropna()
     finder_time = arms["finder"]["time_s"]["mean"] if "finder" in arms else None
     search_time = float(search.mean()) if len(search) else None
-    return {"optimizer": optimizer, "n_trials": len(trials), "seeds": sorted(trials["seed"].unique().tolist()),
+    return {"label": label, **setting, "n_trials": len(trials), "seeds": sorted(trials["seed"].unique().tolist()),
             "best_manual": best, "arms": arms, "paired": vs_best.get("finder"),
             "vs_best_manual": vs_best, "vs_finder": vs_finder,
             "compute": {"finder_time_s": finder_time, "manual_search_time_s": search_time,
@@ -382,29 +390,32 @@ def _flat(arm: dict | None) -> dict | None:
 
 
 def summarize(experiment: Experiment, target_acc: float | None = None) -> dict:
-    """summary.json's numbers. `settings` has one entry per optimiser; the top-level `arms`,
-    `paired`, `finder` (the primary finder arm's means) and `best_manual` (the best manual LR's
-    means) are the first optimiser's. `target_acc`: the study's unless given."""
+    """summary.json's numbers. `settings` has one entry per setting (`settings_of`: an optimiser,
+    ...), by label; the top-level `arms`, `paired`, `finder` (the primary finder arm's means) and
+    `best_manual` (the best manual LR's means) are the first setting's. `target_acc`: the study's
+    unless given."""
     config, epochs = experiment.config, experiment.epochs
     target = config["target_acc"] if target_acc is None else target_acc
     # Time to target: training seconds until val_acc first reached it, the range test included.
     hit = epochs[pd.to_numeric(epochs["val_acc"], errors="coerce") >= target].groupby("trial_id")["train_time_s"].first()
     trials = experiment.trials.assign(
         time_to_target_s=experiment.trials["trial_id"].map(hit) + experiment.trials["finder_time_s"].fillna(0.0))
-    optimizers = list(config["optimizer"])
+    by_setting = dict(tuple(trials.groupby("setting", sort=False))) if not trials.empty else {}
     settings = {}
-    for o in optimizers:
-        mine = trials[trials["optimizer"] == o]
+    for label, setting in settings_of(config).items():
+        mine = by_setting.get(label, trials.iloc[:0])
         table, progress = strategies(mine, epochs, config["search"], target)
-        settings[o] = {**setting_summary(o, mine), "range_tests": range_tests(experiment, mine),
-                       "strategies": table, "search_progress": progress}
-    first = settings[optimizers[0]]
+        settings[label] = {**setting_summary(label, setting, mine), "range_tests": range_tests(experiment, mine),
+                           "strategies": table, "search_progress": progress}
+    first = next(iter(settings.values()))
     summary = {
-        "experiment": experiment.name, "target_acc": target, "optimizers": optimizers,
+        "experiment": experiment.name, "target_acc": target, "dimensions": list(DIMENSIONS),
+        "optimizers": list(config["optimizer"]),
         "finder_rules": list(config["finder_rules"]), "seeds": sorted(trials["seed"].unique().tolist()),
         "arms": first["arms"], "paired": first["paired"], "settings": settings,
         "finder": _flat(first["arms"].get("finder")), "best_manual": _flat(first["arms"].get("manual")),
-        "strategies": [{"optimizer": o, **row} for o in optimizers for row in settings[o]["strategies"]],
+        "strategies": [{"setting": label, **{d: s[d] for d in DIMENSIONS}, **row}
+                       for label, s in settings.items() for row in s["strategies"]],
         "trials": trials.to_dict("records"), "config": config,
         "versions": experiment.study.get("versions", {}), "started_at": experiment.study.get("started_at"),
     }

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = analysis.summarize(experiment, target_acc=args.target_acc)
     except (analysis.NotAnExperiment, ConfigError) as e:
         _fail(str(e))
-    from study import report  # matplotlib: only when there is a report to write
+    from study import report, tables, verdicts  # matplotlib: only when there is a report to write
 
     try:
         paths = report.write_report(local, experiment, summary)
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         sys.stderr.write(f"{PROG}: error: cannot write the report: {e}\n")
         return 1
-    print(report.format_table(summary))
+    print(tables.format_table(summary))
     print()
-    for line in report.verdict_lines(summary):  # the verdicts: per optimiser, one line per finder rule
+    for line in verdicts.verdict_lines(summary):  # the verdicts: per setting, one line per arm
         print(line)
     print(f"report: {paths['report']}")
     if storage.is_uri(args.exp_dir):

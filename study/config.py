@@ -7,6 +7,7 @@ A bool field has the one flag that changes it: `--smoke` for a field that defaul
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -19,6 +20,10 @@ SCHEDULERS = ("fifo", "asha")
 FINDER_MODES = ("exponential", "linear")
 ARMS = ("finder", "manual", "cyclic", *LR_FREE)
 PRESETS = ("writeup",)
+# The study's dimensions besides the seed. Each is a StudyConfig field listing values and the key of
+# every trial's config that holds one of them; a *setting* is one value of each (`settings`), and
+# the analysis, tables, verdicts and figures iterate over settings. A new dimension is added here.
+DIMENSIONS = ("optimizer",)
 
 
 class ConfigError(ValueError):
@@ -136,6 +141,11 @@ class StudyConfig:
             raise ConfigError(f"--name must be a plain folder name, got {self.name!r}")
         return self
 
+    def settings(self) -> list[dict]:
+        """Every setting of the study, one value per dimension, in the order of the flags' values:
+        [{"optimizer": "sgd"}, {"optimizer": "adam"}]."""
+        return [dict(zip(DIMENSIONS, values)) for values in itertools.product(*(getattr(self, d) for d in DIMENSIONS))]
+
     @property
     def pruned(self) -> bool:
         """Whether ASHA prunes the manual trials: --search asha, or --scheduler asha."""
@@ -153,6 +163,12 @@ SMOKE = {"epochs": 2, "subset": 4000}
 PRESET = {"writeup": {"optimizer": ("adam",), "batch_size": 64, "epochs": 5, "val_size": 12_000, "split_seed": 7,
                       "normalize": False, "search": "grid", "lrs": (1e-5, 1e-4, 1e-1, 2e-3, 0.0363),
                       "finder_min_lr": 1e-8, "finder_max_lr": 1.0, "finder_num_training": 100}}
+
+
+def setting_label(setting: dict, config: dict) -> str:
+    """A setting's name in tables, verdicts and figure panels: its optimiser, and each other
+    dimension's value where the study (`config`, as a dict) lists several ("sgd", "mlp/sgd")."""
+    return "/".join(str(setting[d]) for d in DIMENSIONS if d == "optimizer" or len(config.get(d) or ()) > 1)
 
 
 def flag(name: str, default=None) -> str:

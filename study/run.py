@@ -180,15 +180,15 @@ def main(argv: list[str] | None = None) -> int:
         local, summary, written, seconds["analysis_s"] = reported.result()
         seconds["finish_s"] = time.perf_counter() - mark
     seconds["wall_s"] = time.perf_counter() - started
-    from study import report
+    from study import report, tables, verdicts
     from trainables.files import write_atomic
 
     write_atomic(local / TIMINGS_FILE, json.dumps(seconds, indent=1))
     storage.publish(local, path, (*report.OUTPUTS, TIMINGS_FILE))
     print()
-    print(report.format_table(summary))
+    print(tables.format_table(summary))
     print()
-    for line in report.verdict_lines(summary):  # the verdicts: per optimiser, one line per finder rule
+    for line in verdicts.verdict_lines(summary):  # the verdicts: per setting, one line per arm
         print(line)
     print(f"\nStudy wall time {seconds['wall_s']:.1f} s: start-up {seconds['startup_s']:.1f} s (Ray's "
           f"{seconds['ray_start_s']:.1f} s alongside {seconds['prepare_s']:.1f} s of imports and data), Ray Tune "

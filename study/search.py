@@ -18,7 +18,7 @@ import optuna
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from study.config import StudyConfig
+from study.config import DIMENSIONS, StudyConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created or trial told
 
@@ -83,4 +83,4 @@ def record(config: StudyConfig, searches: list[dict], batch: int) -> dict:
     """What study.json says of the Bayesian search before it runs (the LRs are in each trial's params.json)."""
     return {"samples_per_search": config.num_samples, "lr_range": list(config.lr_range), "batch": batch,
             "random_startup_trials": startup_trials(config.num_samples), "sampler": "optuna TPESampler",
-            "searches": [{"optimizer": s["optimizer"], "seed": s["seed"], "sampler_seed": s["seed"]} for s in searches]}
+            "searches": [{**{d: s[d] for d in DIMENSIONS}, "seed": s["seed"], "sampler_seed": s["seed"]} for s in searches]}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from ray import tune
 
-from study.config import StudyConfig
+from study.config import DIMENSIONS, StudyConfig
 from trainables import LR_FREE, LR_FREE_LR
 
 # The StudyConfig fields that shape every trial alike; each trial's config carries them by name.
@@ -34,14 +34,15 @@ def manual_lrs(config: StudyConfig) -> list[float]:
 
 
 def trial_points(config: StudyConfig) -> list[dict]:
-    """Every trial's config: per optimiser and seed, the finder trial(s), the cyclic one, the
+    """Every trial's config: per setting (`StudyConfig.settings`: an optimiser, ...) and seed, the finder trial(s), the cyclic one, the
     learning-rate-free ones, then the manual LRs (for --search bayes, drawn as the study runs: see
-    `bayes_searches`); "arm", "lr", "finder_rule", "seed", "optimizer", then `TRIAL_SETTINGS`."""
+    `bayes_searches`); "arm", "lr", "finder_rule", "seed", the setting's dimensions ("optimizer"),
+    then `TRIAL_SETTINGS`."""
     settings = {name: getattr(config, name) for name in TRIAL_SETTINGS}
     points = []
-    for optimizer in config.optimizer:
+    for setting in config.settings():
         for seed in range(config.seed, config.seed + config.seeds):
-            common = {"seed": seed, "optimizer": optimizer, **settings}
+            common = {"seed": seed, **setting, **settings}
             if "finder" in config.arms:
                 points += [{"arm": "finder", "lr": None, "finder_rule": rule, **common} for rule in config.finder_rules]
             if "cyclic" in config.arms:
@@ -54,15 +55,15 @@ def trial_points(config: StudyConfig) -> list[dict]:
 
 
 def bayes_searches(config: StudyConfig) -> list[dict]:
-    """--search bayes: per optimiser and seed, the config that its search's manual trials share, with
+    """--search bayes: per setting and seed, the config that its search's manual trials share, with
     "lr" the domain they are drawn from, `tune.loguniform` over `--lr-range` (the same object for
     all); none for the other searches."""
     if config.search != "bayes" or "manual" not in config.arms:
         return []
     lr = tune.loguniform(*config.lr_range)
     settings = {name: getattr(config, name) for name in TRIAL_SETTINGS}
-    return [{"arm": "manual", "lr": lr, "finder_rule": None, "seed": seed, "optimizer": optimizer, **settings}
-            for optimizer in config.optimizer for seed in range(config.seed, config.seed + config.seeds)]
+    return [{"arm": "manual", "lr": lr, "finder_rule": None, "seed": seed, **setting, **settings}
+            for setting in config.settings() for seed in range(config.seed, config.seed + config.seeds)]
 
 
 @dataclass(frozen=True)
@@ -102,4 +103,4 @@ def trial_dirname(trial) -> str:
     c = trial.config
     label = c["arm"] if c["arm"] in LR_FREE else \
         f"{c['arm']}_lr={c['lr']:.3g}" if c["lr"] is not None else f"{c['arm']}-{c['finder_rule']}"
-    return f"{label}_{c['optimizer']}_s{c['seed']}_{trial.trial_id}"
+    return "_".join([label, *(str(c[d]) for d in DIMENSIONS), f"s{c['seed']}", trial.trial_id])

@@ -19,7 +19,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from study import analysis, report
+from study import analysis, figures, report, tables, verdicts
 from study.analyze import main as analyze_main
 from tests.conftest import REPO
 
@@ -198,9 +198,9 @@ def test_bayes_like_search_pairs_each_seed_with_its_own_best_manual_trial(experi
     pair = s["vs_best_manual"]["finder"]  # .90 - .86, .80 - .88
     assert pair["n"] == 2 and pair["test_acc_diff"]["values"] == pytest.approx([.04, -.08])
     summary = analysis.summarize(experiment)
-    line = report.verdict_lines(summary)[1]
+    line = verdicts.verdict_lines(summary)[1]
     assert line.startswith("sgd: finder (lightning) vs each seed's best manual trial (lr 0.01, 100): -2.00 ± "), line
-    fig = report.plot_test_acc_vs_lr(summary)  # each seed's pick circled where it is
+    fig = figures.plot_test_acc_vs_lr(summary)  # each seed's pick circled where it is
     [circles] = [c for c in fig.axes[0].collections if c.get_label().startswith("each seed's best")]
     assert circles.get_offsets().tolist() == [[0.01, 0.86], [100, 0.88]]
 
@@ -250,7 +250,7 @@ def test_strategies_compute_and_delivered_accuracy_per_seed(experiment):
     assert grid["kind"] == "search" and grid["compute_s"]["values"] == [60.0, 100.0]
     assert grid["test_acc"]["values"] == pytest.approx([.86, .88]) and grid["seeds"] == [0, 1]
     # .87 [0.7429, 0.9971]: finder:valley's .82 [.5659, 1.0741] reaches it within its interval, at 20 s against 80 s
-    line = report.verdict_lines(s)[0]
+    line = verdicts.verdict_lines(s)[0]
     assert line == ("sgd: the cheapest strategy that reaches the grid search's test accuracy (87.00 %) within its "
                     "interval: finder:valley, 82.00 [56.59, 107.41] %, 20.0 s of compute per seed against 80.0 s "
                     "(4.0x less), over 2 seeds."), line
@@ -304,7 +304,7 @@ def written(experiment, tmp_path):
 def test_report_reads_nothing_from_disk(written):
     out, _, paths = written
     assert sorted(p.name for p in out.iterdir()) == sorted(report.OUTPUTS)
-    for key, (name, _) in report.FIGURES.items():
+    for key, (name, _) in figures.FIGURES.items():
         data = paths[key].read_bytes()
         assert paths[key] == out / name and data[:8] == PNG_MAGIC and len(data) > 5000
 
@@ -332,10 +332,10 @@ def test_comparison_csv_one_row_per_trial(written):
 def test_report_md_sections(written):
     _, summary, paths = written
     md = paths["report"].read_text()
-    for line in report.verdict_lines(summary):
+    for line in verdicts.verdict_lines(summary):
         assert line in md
-    assert md.count("## Optimizer: ") == 2 and md.count("### Finder rules") == 2 and md.count("### Range tests") == 2
-    for name, _ in report.FIGURES.values():
+    assert md.count("## Setting: ") == 2 and md.count("### Finder rules") == 2 and md.count("### Range tests") == 2
+    for name, _ in figures.FIGURES.values():
         assert f"]({name})" in md
     assert "diverged" in md
 
@@ -343,7 +343,7 @@ def test_report_md_sections(written):
 def test_verdict_sentence_numbers(experiment):
     set_metric(experiment, "sgd", "manual:0.01", "test_acc", {0: 0.85, 1: 0.80})
     set_metric(experiment, "sgd", "finder", "test_acc", {0: 0.90, 1: 0.80})
-    line = report.verdict_lines(analysis.summarize(experiment))[1]
+    line = verdicts.verdict_lines(analysis.summarize(experiment))[1]
     # +2.50 points, half-width 100 x .317655 = 31.77, p = 0.5
     assert line.startswith("sgd: finder (lightning) vs best manual (lr=0.01): +2.50 ± 31.77 points of test accuracy "
                            "over 2 seeds (paired t-test p = 0.5), "), line
@@ -352,7 +352,7 @@ def test_verdict_sentence_numbers(experiment):
 def test_verdict_without_a_finished_finder_says_why(experiment):
     t = experiment.trials
     t.loc[(t["optimizer"] == "adam") & (t["arm_key"] == "finder"), ["status", "error"]] = ["error", "RuntimeError: boom"]
-    adam = report.verdict_lines(analysis.summarize(experiment))[5]  # sgd's four, adam's strategies, then its finder
+    adam = verdicts.verdict_lines(analysis.summarize(experiment))[5]  # sgd's four, adam's strategies, then its finder
     assert adam == ("adam: no finder (lightning) trial finished (of 2: 2 error, first error: RuntimeError: boom), "
                     "so finder (lightning) and best manual cannot be compared.")
 
@@ -379,9 +379,9 @@ def test_a_figure_without_data_is_removed_not_left_stale(experiment, tmp_path):
 
 def test_format_table_one_line_per_trial(experiment):
     s = analysis.summarize(experiment)
-    lines = report.format_table(s).splitlines()
+    lines = tables.format_table(s).splitlines()
     assert len(lines) == 1 + 20
-    assert lines[0].split() == ["optimizer", "arm", "lr", "seed", "status", "epochs", "val_acc", "test_acc", "time_s",
+    assert lines[0].split() == ["setting", "arm", "lr", "seed", "status", "epochs", "val_acc", "test_acc", "time_s",
                                 "time_to_target_s", "node"]
 
 
@@ -390,7 +390,7 @@ def test_lr_finder_axes_keep_the_blow_up_from_squashing_the_curve():
     and never goes below 0 (cross-entropy), so the flat-then-dipping part stays readable."""
     lrs = [10 ** (-8 + 8 * k / 99) for k in range(100)]
     loss = [2.3] * 90 + [2.2, 2.1, 2.0, 2.5, 10.0, 1e3, 1e4, 1e5, 1e6, 1e6]
-    fig = report.plot_lr_finder({"lr": lrs, "loss": loss, "suggestions": {"valley": 1e-2}})
+    fig = figures.plot_lr_finder({"lr": lrs, "loss": loss, "suggestions": {"valley": 1e-2}})
     bottom, top = fig.axes[0].get_ylim()
     assert top == pytest.approx(1.5 * 2.3) and 0 <= bottom <= 2.0
 
@@ -403,20 +403,23 @@ def test_epoch_curves_one_panel_per_optimiser_colour_per_arm_loss_blow_up_clippe
     e.loc[e["trial_id"] == blown, "train_loss"] = 1e24
     t.loc[(t["arm_key"] == "finder") & (t["seed"] == 1), "status"] = "diverged"  # the last finder lines drawn
     summary = analysis.summarize(experiment)
-    fig = report.plot_epochs(experiment, summary, ("train_loss", "train_acc"))
+    fig = figures.plot_epochs(experiment, summary, ("train_loss", "train_acc"))
     loss_sgd, loss_adam, acc_sgd, acc_adam = fig.axes[:4]
     assert [ax.get_title() for ax in fig.axes[:4]] == ["train_loss per epoch, sgd", "train_loss per epoch, adam",
                                                        "train_acc per epoch, sgd", "train_acc per epoch, adam"]
     others = e.loc[(e["trial_id"] != blown) & e["trial_id"].isin(t.loc[t["optimizer"] == "sgd", "trial_id"]), "train_loss"]
     assert loss_sgd.get_yscale() == "log" and loss_sgd.get_ylim()[1] < 100 * others.max()
-    colours = {}  # arm -> the colours of its trials' lines (gid: "<arm key> seed <seed>")
+    colours = {}  # arm -> the colours of its lines (gid: "<arm key> <status>": one artist per arm and status)
     for line in acc_sgd.get_lines():
         if line.get_gid():
-            colours.setdefault(line.get_gid().split()[0].split(":")[0] if line.get_gid().startswith("manual")
-                               else line.get_gid().split()[0], set()).add(matplotlib.colors.to_hex(line.get_color()))
-    assert {k: len(v) for k, v in colours.items()} == {"finder": 1, "finder:valley": 1, "cyclic": 1, "manual": 2}
-    assert len(set().union(*colours.values())) == 5  # LRs 0.01 and 50: two shades of grey
-    legend = loss_adam.get_legend()  # right of the top right panel; a diverged trial is dotted, its arm's sample not
+            colours.setdefault(line.get_gid().split()[0], set()).add(matplotlib.colors.to_hex(line.get_color()))
+    assert {k: len(v) for k, v in colours.items()} == {"finder": 1, "finder:valley": 1, "cyclic": 1}
+    manual = [c for c in acc_sgd.collections if (c.get_gid() or "").startswith("manual")]  # one per status
+    shades = {matplotlib.colors.to_hex(c) for coll in manual for c in coll.get_colors()}
+    assert sum(len(c.get_segments()) for c in manual) == 4 and len(manual) == len({c.get_gid() for c in manual})
+    assert len(shades) == 2  # 2 seeds x LRs 0.01 and 50: two shades of grey
+    assert len(set().union(*colours.values(), shades)) == 5
+    [legend] = fig.legends  # one for the figure; a diverged trial is dotted, its arm's sample not
     samples = dict(zip([text.get_text() for text in legend.get_texts()], legend.legend_handles))
     assert samples["finder"].get_linestyle() == "-" and samples["diverged"].get_linestyle() == ":"
 

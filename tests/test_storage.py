@@ -73,9 +73,9 @@ def test_join_puts_the_name_before_the_query_and_ray_reads_the_same_path():
 
 def test_ray_gets_a_uri_unchanged_and_a_local_path_absolute(tmp_path, monkeypatch):
     uri = s3_uri("bkt/pre", 9000)
-    assert _run_config(StudyConfig(results_dir=uri)).storage_path == uri
+    assert _run_config(StudyConfig(results_dir=uri), trials=1).storage_path == uri
     monkeypatch.chdir(tmp_path)
-    assert _run_config(StudyConfig(results_dir="res")).storage_path == str(tmp_path.resolve() / "res")
+    assert _run_config(StudyConfig(results_dir="res"), trials=1).storage_path == str(tmp_path.resolve() / "res")
     assert storage.storage_path("~/res") == str(Path.home().resolve() / "res")
 
 

@@ -1,0 +1,158 @@
+"""The report's tables: the summary's numbers as pandas DataFrames of strings, and their text.
+
+Each function takes what `study.analysis.summarize` computed (a setting, or the whole summary)
+and returns one table; `markdown_table` and `format_table` are the two ways a table is written
+(report.md, the terminal). The prose around the tables is study/report.py's; the sentences
+that judge, study/verdicts.py's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from study.analysis import TRIAL_COLUMNS
+
+
+def fmt(x, spec: str) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return format(x, spec) if isinstance(x, (int, float)) else str(x)
+
+
+def _node(t: dict) -> str:
+    return t.get("node_ip") or (t.get("node_id") or "-")[:8]
+
+
+def shown_arm(t: dict) -> str:
+    """finder, finder:<rule>, cyclic ... as keyed; manual trials just 'manual' (the LR has its column)."""
+    return "manual" if t.get("arm") == "manual" else (t.get("arm_key") or t.get("arm") or "?")
+
+
+def table_frame(summary: dict, markdown: bool = False, trials: list[dict] | None = None) -> pd.DataFrame:
+    """The comparison table as strings, one row per trial (`trials`: a subset, default all).
+
+    A `setting` column appears when the study has several settings (optimisers, ...), a `seed` column in the
+    terminal table when it has several seeds (the markdown table always has it).
+    """
+    every = summary.get("trials", [])
+    trials = every if trials is None else trials
+    cols = ["arm", "lr", "status", "epochs", "val_acc", "test_acc", "time_s", "time_to_target_s", "node"]
+    if markdown:
+        cols = cols[:3] + ["seed"] + cols[3:5] + ["val_loss"] + cols[5:6] + ["test_loss"] + cols[6:] + ["trial_id", "error"]
+    elif len({t.get("seed") for t in every}) > 1:
+        cols.insert(2, "seed")
+    if len({t.get("setting") for t in every}) > 1 and len({t.get("setting") for t in trials}) > 1:
+        cols.insert(0, "setting")
+    spec = {"lr": ".3g", "val_acc": ".4f", "val_loss": ".4f", "test_acc": ".4f", "test_loss": ".4f",
+            "time_s": ".1f", "time_to_target_s": ".1f", "epochs": "d"}
+    special = {"node": _node, "arm": shown_arm}
+    rows = []
+    for t in trials:
+        rows.append({c: special[c](t) if c in special else fmt(t.get(c), spec.get(c, "")) for c in cols})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def format_table(summary: dict) -> str:
+    """Plain-text table for the terminal, one line per trial."""
+    df = table_frame(summary)
+    if df.empty:
+        return "(no trials)"
+    return df.to_string(index=False)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def comparison_frame(summary: dict) -> pd.DataFrame:
+    trials = summary.get("trials", [])
+    extra = [k for t in trials for k in t if k not in TRIAL_COLUMNS]
+    return pd.DataFrame(trials, columns=list(TRIAL_COLUMNS) + list(dict.fromkeys(extra)))
+
+
+def mean_ci(d: dict | None, scale: float = 1.0, spec: str = ".2f") -> str:
+    """'88.50 [87.90, 89.10]': the mean and its 95 % interval (none with one value)."""
+    if not d or d.get("mean") is None:
+        return "-"
+    text = format(d["mean"] * scale, spec)
+    if d.get("ci95"):
+        lo, hi = d["ci95"]
+        text += f" [{lo * scale:{spec}}, {hi * scale:{spec}}]"
+    return text
+
+
+def lr_cell(lr: dict) -> str:
+    if not lr or lr.get("mean") is None:
+        return "-"
+    if lr["min"] == lr["max"]:
+        return f"{lr['mean']:.3g}"
+    return f"{lr['mean']:.3g} ({lr['min']:.3g} to {lr['max']:.3g})"
+
+
+def pair_cell(pair: dict | None) -> str:
+    """'+0.40 [-0.20, 1.00] points, p=0.21, n=3' for a paired comparison, '-' without pairs."""
+    if not pair or not pair.get("n"):
+        return "-"
+    text = mean_ci(pair["test_acc_diff"], 100, "+.2f") + " points"
+    if pair.get("p_value") is not None:
+        text += f", p={pair['p_value']:.2g}"
+    return text + f", n={pair['n']}"
+
+
+def arms_frame(setting: dict) -> pd.DataFrame:
+    """One row per arm of a setting: n, LR, means with 95 % intervals, and the paired difference."""
+    cols = ["arm", "n", "lr", "test_acc % [95% CI]", "val_acc % [95% CI]", "test_loss", "time_s",
+            "test_acc vs best manual"]
+    rows = []
+    for key, a in (setting.get("arms") or {}).items():
+        picks = ", ".join(f"{p['lr']:.3g}" for p in a.get("picks", []) if p["lr"])  # a Bayesian search's, by seed
+        rows.append([f"manual (= {a['chosen']})" if key == "manual" else key, f"{a['n']}/{a['n_trials']}",
+                     picks or lr_cell(a["lr"]), mean_ci(a["test_acc"], 100), mean_ci(a["val_acc"], 100),
+                     mean_ci(a["test_loss"], 1, ".4f"), mean_ci(a["time_s"], 1, ".1f"),
+                     pair_cell((setting.get("vs_best_manual") or {}).get(key))])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def strategies_frame(setting: dict) -> pd.DataFrame:
+    """Every strategy's compute against its accuracy, means with 95 % intervals over seeds."""
+    cols = ["strategy", "seeds", "compute s per seed [95% CI]", "test_acc % [95% CI]", "compute to target s", "reached target"]
+    rows = [[r["strategy"], len(r["seeds"]), mean_ci(r["compute_s"], 1, ".1f"), mean_ci(r["test_acc"], 100),
+             mean_ci(r["compute_to_target_s"], 1, ".1f"), f"{r['reached_target']}/{len(r['seeds'])}"]
+            for r in setting["strategies"]]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def rules_frame(setting: dict) -> pd.DataFrame:
+    """The finder rules compared, one row per finder arm (empty below two)."""
+    arms = setting.get("arms") or {}
+    keys = [k for k in arms if k.split(":")[0] == "finder"]
+    cols = ["rule", "arm", "LR per seed", "test_acc % [95% CI]", "vs best manual", "vs `finder`"]
+    rows = []
+    for k in keys if len(keys) >= 2 else []:
+        a = arms[k]
+        lrs = ", ".join(f"{s}: {v:.3g}" for s, v in zip(a["lr"]["seeds"], a["lr"]["values"])) or "-"
+        rows.append([a.get("rule") or "?", k, lrs, mean_ci(a["test_acc"], 100),
+                     pair_cell((setting.get("vs_best_manual") or {}).get(k)),
+                     "(reference)" if k == "finder" else pair_cell((setting.get("vs_finder") or {}).get(k))])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def range_tests_frame(setting: dict) -> pd.DataFrame:
+    """Every rule's pick, seed by seed, on the range test's true curve and on Lightning's recorded one
+    (empty without range tests)."""
+    tests = setting.get("range_tests") or []
+    if not tests:
+        return pd.DataFrame()
+    rules = list(tests[0]["suggestions"])
+    seeds = [t["seed"] for t in tests]
+    rows = [[rule] + [" / ".join(fmt(t[key].get(rule), ".3g") for t in tests)
+                      for key in ("suggestions", "suggestions_lightning_curve")] for rule in rules]
+    cols = ["rule", f"true curve (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})", "Lightning's recorded curve"]
+    return pd.DataFrame(rows, columns=cols)
