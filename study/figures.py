@@ -196,7 +196,7 @@ def plot_epochs(experiment: Experiment, summary: dict, metrics: tuple[str, ...],
                     segments = [np.column_stack([x, y]) for x, y in found]
                     lrs = [lr for t, lr in zip(group["trial_id"], group["lr"]) if t in curves[metric]]
                     ax.add_collection(LineCollection(segments, colors=[shade(lr) for lr in lrs], linewidths=1,
-                                                     linestyles=_STYLE.get(status, "-"), alpha=max(0.3, _faint(len(mine))),
+                                                     linestyles=_STYLE.get(status, "-"), alpha=max(0.3, _faint(len(found))),
                                                      zorder=2, gid=f"manual {status}"))
                 else:
                     x, y = _joined(found)
