@@ -7,12 +7,25 @@ the real thing runs in test_study's smoke study (no terminal) and, on a pseudo-t
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
+import os
 import pickle
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from study.progress import LOG_FILE, Progress
+from tests.conftest import REPO, real_data_dir
 
 
 def trial(tid: str, arm: str, lr, val_acc, iteration: int = 2, status: str = "RUNNING", **result):
@@ -142,3 +155,55 @@ def test_pickled_with_the_tuner_it_keeps_no_tqdm_and_a_resume_counts_the_epochs_
     resumed.started -= 20  # one epoch here in 20 s, one to go
     resumed.on_trial_start(0, trials, c)
     assert drawn(again) == ("9/10 epochs", "00:20<00:20 | 1 running, 2 ended, 0 left | best val_acc 0.8500")
+
+
+def run_in_terminal(args: list[str], stderr: Path, timeout: float = 600) -> tuple[int, str]:
+    """`python -m study.run args` with its stdout on a real pseudo-terminal (100 columns), as a
+    user at a terminal runs it; stderr to a file. Its return code and everything it drew."""
+    main, child = os.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    with stderr.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "study.run", *args], cwd=REPO, stdin=subprocess.DEVNULL,
+                                stdout=child, stderr=err)
+    os.close(child)
+    drawn, deadline = bytearray(), time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([main], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(main, 65536)
+                except OSError:  # every writer is gone
+                    break
+                if not chunk:
+                    break
+                drawn += chunk
+            elif proc.poll() is not None:  # done, and nothing left to read
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        os.close(main)
+    return proc.returncode, drawn.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_a_study_on_a_terminal_redraws_one_status_line_from_before_the_first_trial_ends(tmp_path):
+    code, screen = run_in_terminal(["--smoke", "--subset", "640", "--epochs", "2", "--results-dir", str(tmp_path),
+                                    "--name", "tty", "--data-dir", str(real_data_dir())], tmp_path / "stderr")
+    assert code == 0, screen[-3000:] + (tmp_path / "stderr").read_text()[-3000:]
+    assert "Configuration for experiment" not in screen and "╭" not in screen and "View detailed results" not in screen
+    # Every draw of the status line starts with a carriage return: its epochs counter, its time
+    draws = re.findall(r"\r(\d+)/(\d+) epochs \|[^|]*\| (\d\d:\d\d)<([^ ]+) \| (\d+) running, (\d+) ended, (\d+) left",
+                       screen)
+    first_end = screen.index("[1/7] ")
+    before = [d for d in re.finditer(r"\r(\d+)/14 epochs", screen) if d.start() < first_end]
+    assert before and before[0].group(1) == "0", screen[:3000]  # drawn before any epoch was done
+    assert {int(d.group(1)) for d in before} - {0}, screen[:first_end]  # and moved before the first trial ended
+    waiting = {elapsed for n, total, elapsed, *_ in draws if n == "0"}
+    assert len(waiting) >= 2, draws[:10]  # redrawn while no result came: the time moves
+    assert [int(n) for n, *_ in draws] == sorted(int(n) for n, *_ in draws), draws  # epochs only go up
+    assert draws[-1] == ("14", "14", draws[-1][2], "00:00", "0", "7", "0"), draws[-1]
+    assert [ln.split("]")[0].split("[")[-1] for ln in screen.splitlines() if "] " in ln and ": done, val_acc " in ln] \
+        == [f"{i}/7" for i in range(1, 8)]  # the ended trials' lines, above the status line
+    assert "Study wall time" in screen.split(f"\r14/14 epochs")[-1]  # then the table and verdicts, below
