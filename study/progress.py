@@ -50,9 +50,8 @@ def _epochs_run(trial) -> int:
 class Progress(tune.Callback):
     """A Ray Tune callback: one line per ended trial, to `print_line` (default: print), or above
     the status line drawn on `terminal` (default: stdout, when it is a terminal and `print_line`
-    is not given);
-    `experiment` (a local folder or a URI) gets trials.log. Trials that ended before a --resume
-    count as done, with their epochs."""
+    is not given); `experiment` (a local folder or a URI) gets trials.log. Trials that ended
+    before a --resume count as done, with their epochs."""
 
     def __init__(self, experiment: str, total: int, epochs: int, print_line: Callable[[str], None] | None = None,
                  terminal: TextIO | None = None):
