@@ -33,8 +33,11 @@ METRIC, MODE = "val_acc", "max"
 # Settings Ray Tune reads only from the environment. TensorBoard events come from Lightning inside
 # each trial; Ray's own TBX logger, added unless the first is set, would write a second copy of
 # every scalar (the CSV and JSON loggers are passed explicitly). Checkpointing every epoch is
-# intended: don't warn about it.
-TUNE_SETTINGS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+# intended: don't warn about it. Ray Tune's default console ("new output engine") prints its
+# "Configuration for experiment" box even at verbose=0; its legacy engine, which Ray documents
+# RAY_AIR_NEW_OUTPUT=0 to select, prints nothing at verbose=0 (errors still come as log records).
+TUNE_SETTINGS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+                 "RAY_AIR_NEW_OUTPUT": "0"}
 
 
 class ManualOnlyASHA(ASHAScheduler):
@@ -115,8 +118,9 @@ def _run_config(config: StudyConfig, trials: int) -> tune.RunConfig:
         # (every 15 s at most while running, and when the trial ends), on any node.
         sync_config=tune.SyncConfig(sync_artifacts=True, sync_period=15),
         failure_config=tune.FailureConfig(max_failures=config.max_failures),
-        # progress.csv, result.json; and, on the console, one line per ended trial (study/progress.py)
-        # instead of Ray Tune's boxes and tables (verbose=0), which go to trials.log
+        # progress.csv, result.json; and, on the console, a status line on a terminal and one line
+        # per ended trial (study/progress.py), which go to trials.log, instead of Ray Tune's boxes
+        # and tables (verbose=0, and RAY_AIR_NEW_OUTPUT=0 in TUNE_SETTINGS)
         callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
                    Progress(storage.experiment_dir(config.results_dir, config.name), trials, config.epochs)],
         verbose=0,

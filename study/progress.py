@@ -1,24 +1,32 @@
 """What the console shows while a study runs, in place of Ray Tune's per-trial boxes and tables.
 
-One line per trial that ends: how many of the study's trials are done, this trial's result, the
-best validation accuracy so far and an estimate of the time left. Each ended trial's config and
-last result go, as one JSON line, to `trials.log` in the experiment (Ray Tune's own record of every
-epoch stays in each trial's result.json).
+On a terminal, one status line (tqdm) redrawn in place from the first step of the study: epochs
+done out of the study's total, trials running, ended and left, the best validation accuracy so
+far and the time left, estimated from the epochs done. Away from a terminal (CI, a log file), no
+status line. Either way, one line per trial that ends (above the status line on a terminal): how
+many of the study's trials are done, this trial's result, the best validation accuracy of the
+finished trials and an estimate of the time left. Each ended trial's config and last result go,
+as one JSON line, to `trials.log` in the experiment (Ray Tune's own record of every epoch stays
+in each trial's result.json).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
-from typing import Callable
+from typing import Callable, TextIO
 
 from ray import tune
+from tqdm import tqdm
 
 from study import storage
 from trainables import LR_FREE
 
 LOG_FILE = "trials.log"
 _DONE = ("TERMINATED", "ERROR")
+BAR_FORMAT = "{n_fmt}/{total_fmt} epochs |{bar}| {desc}"  # desc: Progress.status
+REDRAW_S = 1.0  # the status line is redrawn at least this often (elapsed time moves), and at every result
 
 
 def _label(config: dict) -> str:
@@ -34,20 +42,39 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
+def _epochs_run(trial) -> int:
+    """Epochs a trial has reported (a diverged trial's last, partial epoch counts)."""
+    return int((trial.last_result or {}).get("training_iteration", 0))
+
+
 class Progress(tune.Callback):
-    """A Ray Tune callback: `print_line` gets one line per ended trial; `experiment` (a local
-    folder or a URI) gets trials.log. Trials that ended before a --resume count as done."""
+    """A Ray Tune callback: one line per ended trial, to `print_line` (default: print), or above
+    the status line drawn on `terminal` (default: stdout, when it is a terminal and `print_line`
+    is not given); `experiment` (a local folder or a URI) gets trials.log. Trials that ended
+    before a --resume count as done, with their epochs."""
 
-    def __init__(self, experiment: str, total: int, epochs: int, print_line: Callable[[str], None] | None = None):
+    def __init__(self, experiment: str, total: int, epochs: int, print_line: Callable[[str], None] | None = None,
+                 terminal: TextIO | None = None):
         self.experiment, self.total, self.epochs, self.print_line = experiment, total, epochs, print_line
-        self.done_before: int | None = None  # set at the first step of each process (Tuner.restore
-        # brings back this object as it was pickled at the study's start)
+        self.terminal = terminal
+        self.done_before: int | None = None  # set at the first step of each process
 
-    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
-        if self.done_before is not None:
-            return
+    def __getstate__(self) -> dict:
+        """Tuner.restore brings this object back as it was pickled with the Tuner: its settings
+        only. What a run tracks (and the status line, a tqdm on an open stream) starts afresh at
+        the first step of each process."""
+        return {"experiment": self.experiment, "total": self.total, "epochs": self.epochs,
+                "print_line": self.print_line, "terminal": None, "done_before": None}
+
+    def _start(self, trials: list) -> None:
         self.done_before = sum(t.status in _DONE for t in trials)  # > 0 after a --resume
         self.started, self.ended_here, self.best = time.monotonic(), 0, None
+        self.ended = {t.trial_id for t in trials if t.status in _DONE}
+        self.epochs_run = {t.trial_id: _epochs_run(t) for t in trials}  # epochs reported, by trial
+        self.epochs_at_start = sum(self.epochs_run.values())
+        auto = sys.stdout if self.print_line is None and sys.stdout.isatty() else None
+        self.stream = self.terminal or auto  # where the status line goes, if anywhere
+        self.bar, self.drawn = None, float("-inf")  # the tqdm, made at the first draw
         try:  # a resumed study keeps the lines, and the best, of the trials that ended before
             self.lines = storage.read_text(self.experiment, LOG_FILE).splitlines()
         except (OSError, ValueError):
@@ -58,19 +85,79 @@ class Progress(tune.Callback):
                 self._track_best(entry["last_result"].get("val_acc"), entry["status"], _label(entry["config"]))
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
+        self.running_acc = {}  # the latest val_acc of each running trial (not a diverged one's)
 
     def _track_best(self, acc, status: str, label: str) -> None:
         if isinstance(acc, (int, float)) and status == "done" and (self.best is None or acc > self.best[0]):
             self.best = (float(acc), label)
 
+    # -- the status line ----------------------------------------------------------------------------
+
+    def epochs_total(self) -> int:
+        """Trials x epochs, less the epochs an ended trial will never run (pruned, diverged, errored)."""
+        unrun = sum(max(0, self.epochs - self.epochs_run.get(t, 0)) for t in self.ended)
+        return self.total * self.epochs - unrun
+
+    def status(self, trials: list) -> str:
+        """The status line after its epochs and bar: the time elapsed and left (as tqdm writes them;
+        '?' until an epoch is done here), the trials, and the best validation accuracy so far: of a
+        finished trial (as on the lines) or where a running trial is now."""
+        done = sum(self.epochs_run.values())
+        elapsed, here = time.monotonic() - self.started, done - self.epochs_at_start
+        left = tqdm.format_interval(elapsed / here * (self.epochs_total() - done)) if here > 0 else "?"
+        running, ended = sum(t.status == "RUNNING" for t in trials), len(self.ended)
+        line = (f"{tqdm.format_interval(elapsed)}<{left} | "
+                f"{running} running, {ended} ended, {max(0, self.total - running - ended)} left")
+        best = max([*self.running_acc.values(), *([self.best[0]] if self.best else [])], default=None)
+        return line + (f" | best val_acc {best:.4f}" if best is not None else "")
+
+    def _draw(self, trials: list, force: bool = True) -> None:
+        if self.stream is None or (not force and time.monotonic() - self.drawn < REDRAW_S):
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=self.epochs_total(), desc=self.status(trials), file=self.stream,
+                            bar_format=BAR_FORMAT, dynamic_ncols=True, leave=True)
+        self.bar.total, self.bar.n = self.epochs_total(), sum(self.epochs_run.values())
+        self.bar.set_description_str(self.status(trials), refresh=False)
+        self.bar.refresh()
+        self.drawn = time.monotonic()
+
+    # -- Ray Tune's hooks ---------------------------------------------------------------------------
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        if self.done_before is None:
+            self._start(trials)
+        self._draw(trials, force=False)  # every loop step, at most once a second: the time moves
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self._draw(trials)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        self.epochs_run[trial.trial_id] = int(result.get("training_iteration", self.epochs_run.get(trial.trial_id, 0)))
+        acc = result.get("val_acc")
+        if isinstance(acc, (int, float)) and not result.get("diverged"):
+            self.running_acc[trial.trial_id] = float(acc)
+        self._draw(trials)
+
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._ended(trial, None)
+        self._draw(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._ended(trial, "error")
+        self._draw(trials)
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        if self.done_before is not None and self.bar is not None:
+            self._draw(trials)
+            self.bar.close()  # the last status line stays, on a line of its own
+            self.bar = None
 
     def _ended(self, trial, status: str | None) -> None:
         self.ended_here += 1
+        self.ended.add(trial.trial_id)
+        self.running_acc.pop(trial.trial_id, None)  # done: it counts in self.best; else never
+        self.epochs_run[trial.trial_id] = _epochs_run(trial)
         result = trial.last_result or {}
         label = _label(trial.config)
         acc = result.get("val_acc")
@@ -87,7 +174,10 @@ class Progress(tune.Callback):
         left = self.total - done
         if left > 0:
             line += f" | about {_minutes((time.monotonic() - self.started) / self.ended_here * left)} left"
-        (self.print_line or print)(line)  # print as it is now: Ray's start replaces builtins.print
+        if self.stream is not None:
+            tqdm.write(line, file=self.stream)  # above the status line, which is drawn again below it
+        else:
+            (self.print_line or print)(line)  # print as it is now: Ray's start replaces builtins.print
         scalars = {k: v for k, v in result.items() if isinstance(v, (str, int, float, bool)) or v is None}
         self.lines.append(json.dumps({"trial": trial.trial_id, "status": status, "config": trial.config,
                                       "last_result": scalars}, default=str))
