@@ -36,6 +36,8 @@ from scipy import stats
 
 from study.config import ARMS, DIMENSIONS, StudyConfig, setting_label
 from study.storage import STUDY_FILE
+
+RESULT_FILE = "result.json"  # Ray Tune's JsonLoggerCallback: one JSON line per reported epoch
 from trainables.files import FINDER_FILE
 
 STATUSES = ("finished", "pruned", "diverged", "error", "unfinished")
@@ -85,38 +87,76 @@ def load(exp_dir: Path) -> Experiment:
         raise NotAnExperiment(f"{exp_dir / STUDY_FILE}: unreadable ({e})") from None
     from ray import tune  # ~2 s of imports: only once there is an experiment to read
 
+    class _TrialsOnly(tune.ExperimentAnalysis):
+        """Ray Tune's reader of the experiment's state (each trial's config, status, errors, folder);
+        the result rows are read once, into one table, by `_result_rows`."""
+
+        def _fetch_trial_dataframes(self) -> dict:
+            return {}
+
+
     log = logging.getLogger("ray.tune.analysis.experiment_analysis")
     level = log.level
     log.setLevel(logging.ERROR)  # "no results for trial ..." is a status here, not a warning
     try:
-        analysis = tune.ExperimentAnalysis(str(exp_dir))
+        analysis = _TrialsOnly(str(exp_dir))
     except ValueError:
         raise NotAnExperiment(f"{exp_dir}: no Ray Tune experiment state (experiment_state-*.json)") from None
     finally:
         log.setLevel(level)
 
-    config, rows, epochs, curves = study["config"], [], [], {}
+    config, curves = study["config"], {}
+    rows = _result_rows(analysis.trials)
+    last = rows.groupby("trial_id", sort=False).tail(1).set_index("trial_id") if len(rows) else rows
+    last = last.to_dict("index")
+    by_trial = rows.groupby("trial_id", sort=False)
+    count = by_trial.size().to_dict() if len(rows) else {}
+    best = by_trial["val_acc"].max().to_dict() if "val_acc" in rows else {}
+    diverged = set(rows.loc[rows["diverged"] == True, "trial_id"]) if "diverged" in rows else set()  # noqa: E712
+    table = []
     for trial in analysis.trials:
-        df = analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame())
-        if not df.empty:  # a worker restarted from an earlier checkpoint repeats an epoch: the last row counts
-            df = df.drop_duplicates("training_iteration", keep="last").sort_values("training_iteration")
-            df = df.assign(trial_id=trial.trial_id).reset_index(drop=True)
-            epochs.append(df.reindex(columns=EPOCH_COLUMNS))
         curve_file = Path(trial.path) / FINDER_FILE
-        if curve_file.is_file():
+        if trial.config.get("arm") in RANGE_TEST_ARMS and curve_file.is_file():
             curves[trial.trial_id] = json.loads(curve_file.read_text())
-        rows.append(_trial_row(trial, df, curves.get(trial.trial_id), config))
-    trials = _sort(pd.DataFrame(rows, columns=None), config)
+        tid = trial.trial_id
+        status = _status(trial.status, count.get(tid, 0), tid in diverged, trial.config["epochs"])
+        table.append(_trial_row(trial, last.get(tid, {}), count.get(tid, 0), best.get(tid), status, curves.get(tid), config))
+    trials = _sort(pd.DataFrame(table), config)
     trials = trials[list(TRIAL_COLUMNS) + [c for c in trials if c not in TRIAL_COLUMNS]]
-    epochs = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame(columns=EPOCH_COLUMNS)
+    epochs = rows.reindex(columns=EPOCH_COLUMNS).reset_index(drop=True)
     return Experiment(exp_dir.name, study, trials, epochs, curves)
 
 
-def _trial_row(trial, df: pd.DataFrame, curve: dict | None, study_config: dict) -> dict:
-    """One trial's row: what it is (its config), how it ended, its last metrics and its compute."""
+def _result_rows(trials) -> pd.DataFrame:
+    """Every trial's reported rows (its result.json, read once) as one table, in the trials' order
+    then by epoch, `val_acc` numeric. A worker restarted from an earlier checkpoint repeats an epoch:
+    the last row of an epoch counts. (Ray Tune's `trial_dataframes` holds the same rows, a
+    DataFrame per trial built with `json_normalize`: most of the time of a 1,000-trial analysis.)"""
+    records = []
+    for order, trial in enumerate(trials):
+        try:
+            lines = (Path(trial.path) / RESULT_FILE).read_text().splitlines()
+        except FileNotFoundError:  # a trial that never reported
+            continue
+        for line in lines:
+            if line.strip():
+                row = json.loads(line)
+                row.pop("config", None)  # the trial's config is its own (trial.config)
+                records.append({**row, "trial_id": trial.trial_id, "order": order})
+    if not records:
+        return pd.DataFrame(columns=["trial_id", *EPOCH_COLUMNS[1:], "training_iteration"])
+    rows = pd.DataFrame.from_records(records).drop_duplicates(["trial_id", "training_iteration"], keep="last")
+    rows = rows.sort_values(["order", "training_iteration"], kind="stable").drop(columns="order")
+    if "val_acc" in rows:
+        rows["val_acc"] = pd.to_numeric(rows["val_acc"], errors="coerce")
+    return rows.reset_index(drop=True)
+
+
+def _trial_row(trial, last: dict, epochs: int, best_val_acc, status: str, curve: dict | None, study_config: dict) -> dict:
+    """One trial's row: what it is (its config), how it ended, its last metrics (`last`, its last
+    reported row) and its compute."""
     config = trial.config
     arm, rule = config["arm"], config.get("finder_rule")
-    last = df.iloc[-1] if not df.empty else pd.Series(dtype=object)
     finder_time = _num(last.get("finder_time_s")) if arm in RANGE_TEST_ARMS else None
     if finder_time is None and curve and arm in RANGE_TEST_ARMS:
         finder_time = _num(curve.get("finder_time_s"))
@@ -134,17 +174,18 @@ def _trial_row(trial, df: pd.DataFrame, curve: dict | None, study_config: dict) 
         lines = [ln.strip() for ln in str(trial.get_error() or "").splitlines() if ln.strip()]
         error = next((ln for ln in reversed(lines) if not ln.startswith("Failure #")), "no error message")
     row = {
-        "trial_id": trial.trial_id, "setting": setting_label(config, study_config), "arm": arm, "arm_key": arm_key(arm, lr, rule, study_config["finder_rules"][0]),
+        "trial_id": trial.trial_id, "setting": setting_label(config, study_config), "arm": arm,
+        "arm_key": arm_key(arm, lr, rule, study_config["finder_rules"][0]),
         "optimizer": config["optimizer"], "finder_rule": rule if arm in RANGE_TEST_ARMS else None,
-        "lr": lr, "seed": config["seed"], "status": _status(trial.status, df, config["epochs"]), "epochs": len(df),
+        "lr": lr, "seed": config["seed"], "status": status, "epochs": epochs,
         "time_s": None if train_time is None and finder_time is None else (train_time or 0.0) + (finder_time or 0.0),
         "val_acc": _num(last.get("val_acc")), "val_loss": _num(last.get("val_loss")),
         "test_acc": _num(last.get("test_acc")), "test_loss": _num(last.get("test_loss")),
         "time_to_target_s": None,  # for the target of the summary (see summarize)
-        "best_val_acc": _num(pd.to_numeric(df["val_acc"], errors="coerce").max()) if "val_acc" in df else None,
+        "best_val_acc": _num(best_val_acc),
         "train_time_s": train_time, "finder_time_s": finder_time,
         "cyclic_min_lr": _num(last.get("cyclic_min_lr")), "cyclic_max_lr": _num(last.get("cyclic_max_lr")),
-        "node_id": last.get("node_id"), "node_ip": last.get("node_ip"),
+        "node_id": _text(last.get("node_id")), "node_ip": _text(last.get("node_ip")),
         "failures": trial.num_failures, "error": error, "dir": Path(trial.path).name,
     }
     for k, v in config.items():  # the rest of the trial's config: epochs, batch size, finder settings ...
@@ -153,15 +194,20 @@ def _trial_row(trial, df: pd.DataFrame, curve: dict | None, study_config: dict) 
     return row
 
 
-def _status(ray_status: str, df: pd.DataFrame, epochs: int) -> str:
-    """finished | diverged | pruned | error | unfinished (an interrupted study's pending or running trial)."""
-    if "diverged" in df and (df["diverged"] == True).any():  # noqa: E712 (NaN where absent)
+def _status(ray_status: str, epochs: int, diverged: bool, planned: int) -> str:
+    """finished | diverged | pruned | error | unfinished (an interrupted study's pending or running
+    trial), from Ray's status, the epochs reported, whether one said it diverged, and those planned."""
+    if diverged:
         return "diverged"
     if ray_status == "ERROR":
         return "error"
-    if len(df) >= epochs:
+    if epochs >= planned:
         return "finished"
     return "pruned" if ray_status == "TERMINATED" else "unfinished"
+
+
+def _text(x) -> str | None:
+    return x if isinstance(x, str) else None
 
 
 def arm_key(arm: str, lr: float | None, rule: str | None, primary_rule: str) -> str:
@@ -325,13 +371,17 @@ def setting_summary(label: str, setting: dict, trials: pd.DataFrame) -> dict:
 
 
 def search_progress(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
-    """A manual search as it ran, one row per reported epoch in time order: the compute all its
-    trials had spent by then (each trial's training seconds so far, summed) and the best
-    validation accuracy seen so far."""
-    rows = epochs[epochs["trial_id"].isin(trials["trial_id"])].sort_values("report_ts", kind="stable")
+    """Each seed's manual search as it ran, one row per reported epoch in time order: the seed, the
+    compute all its trials had spent by then (each trial's training seconds so far, summed) and the
+    best validation accuracy seen so far."""
+    seed = trials.set_index("trial_id")["seed"]
+    rows = epochs[epochs["trial_id"].isin(seed.index)].sort_values("report_ts", kind="stable")
     spent = rows.groupby("trial_id")["train_time_s"].diff().fillna(rows["train_time_s"])
-    return pd.DataFrame({"compute_s": spent.cumsum().to_numpy(),
-                         "best_val_acc": rows["val_acc"].astype(float).cummax().to_numpy()})
+    out = pd.DataFrame({"seed": rows["trial_id"].map(seed).to_numpy(), "spent": spent.to_numpy(),
+                        "val_acc": rows["val_acc"].astype(float).to_numpy()})
+    by_seed = out.groupby("seed", sort=True)
+    return out.assign(compute_s=by_seed["spent"].cumsum(), best_val_acc=by_seed["val_acc"].cummax())[
+        ["seed", "compute_s", "best_val_acc"]]
 
 
 def strategies(trials: pd.DataFrame, epochs: pd.DataFrame, search: str, target: float) -> tuple[list[dict], dict]:
@@ -344,23 +394,23 @@ def strategies(trials: pd.DataFrame, epochs: pd.DataFrame, search: str, target: 
     compute seconds spent, the delivered model's test accuracy, and the compute spent until a model
     first reached `target` validation accuracy. Returns the table (means and 95 % intervals over
     seeds) and, per seed, the manual search's progress (`search_progress`)."""
-    per_seed, progress = [], {}
-    for key, group in trials[trials["arm"] != "manual"].groupby("arm_key", sort=False):
-        for t in group.itertuples():
-            per_seed.append({"strategy": key, "seed": t.seed, "compute_s": t.time_s, "to_target_s": t.time_to_target_s,
-                             "test_acc": t.test_acc if t.status == "finished" else None})
-    name = f"{search} search"
-    for seed, group in trials[trials["arm"] == "manual"].groupby("seed"):
-        chosen = search_picks(group)
-        run = search_progress(group, epochs)
-        reached = run[run["best_val_acc"] >= target]
-        per_seed.append({"strategy": name, "seed": seed, "compute_s": group["time_s"].sum(),
-                         "to_target_s": reached["compute_s"].iloc[0] if len(reached) else None,
-                         "test_acc": chosen["test_acc"].iloc[0] if len(chosen) else None})
-        progress[seed] = run.to_dict("list")
+    arms = trials[trials["arm"] != "manual"]
+    per_seed = [pd.DataFrame({"strategy": arms["arm_key"], "seed": arms["seed"], "compute_s": arms["time_s"],
+                              "to_target_s": arms["time_to_target_s"],
+                              "test_acc": arms["test_acc"].where(arms["status"] == "finished")})]
+    name, progress = f"{search} search", {}
+    manual = trials[trials["arm"] == "manual"]
+    if len(manual):
+        run = search_progress(manual, epochs)
+        reached = run[run["best_val_acc"] >= target].groupby("seed")["compute_s"].first()
+        chosen = search_picks(manual).set_index("seed")["test_acc"]
+        spent = manual.groupby("seed")["time_s"].sum()
+        per_seed.append(pd.DataFrame({"strategy": name, "seed": spent.index, "compute_s": spent.to_numpy(),
+                                      "to_target_s": spent.index.map(reached), "test_acc": spent.index.map(chosen)}))
+        progress = {seed: {"compute_s": g["compute_s"].tolist(), "best_val_acc": g["best_val_acc"].tolist()}
+                    for seed, g in run.groupby("seed", sort=True)}
     table = []
-    for key, rows in pd.DataFrame(per_seed, columns=["strategy", "seed", "compute_s", "to_target_s", "test_acc"]).groupby(
-            "strategy", sort=False):
+    for key, rows in pd.concat(per_seed, ignore_index=True).groupby("strategy", sort=False):
         table.append({"strategy": key, "kind": "search" if key == name else "arm", "seeds": rows["seed"].tolist(),
                       "compute_s": describe(rows["compute_s"]), "test_acc": describe(rows["test_acc"]),
                       "compute_to_target_s": describe(rows["to_target_s"]),

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -97,6 +98,20 @@ def test_lr_is_the_trained_one(experiment, recorded):
             assert row.lr == pytest.approx(last["cyclic_max_lr"]) and row.cyclic_min_lr == pytest.approx(row.lr / 10)
 
 
+def test_the_result_rows_are_those_ray_tune_reads(recorded, experiment):
+    """The analysis reads every result.json once into one table (Ray Tune's ExperimentAnalysis would
+    build a DataFrame per trial): the same rows, epoch by epoch, as Ray Tune's own reader gives."""
+    from ray import tune
+
+    theirs = tune.ExperimentAnalysis(str(recorded)).trial_dataframes
+    assert set(theirs) == set(experiment.trials["trial_id"])
+    for tid, df in theirs.items():
+        mine = experiment.epochs[experiment.epochs["trial_id"] == tid]
+        assert mine["epoch"].tolist() == df["epoch"].tolist()
+        for col in ("train_loss", "val_acc", "val_loss", "lr", "train_time_s", "report_ts"):
+            np.testing.assert_allclose(mine[col].astype(float), df[col].astype(float), err_msg=f"{tid} {col}")
+
+
 def test_statuses(experiment):
     t = experiment.trials
     assert set(t.loc[t["lr"] != 50, "status"]) == {"finished"}
@@ -110,10 +125,7 @@ def test_statuses(experiment):
     ("PENDING", 0, False, "unfinished"),
 ])
 def test_status_rules(ray_status, rows, diverged, status):
-    df = pd.DataFrame({"training_iteration": range(1, rows + 1)})
-    if diverged:
-        df["diverged"] = [None] * (rows - 1) + [True]
-    assert analysis._status(ray_status, df, epochs=3) == status
+    assert analysis._status(ray_status, rows, diverged, planned=3) == status
 
 
 def test_range_tests_one_per_seed_with_every_rule(experiment):
