@@ -189,7 +189,8 @@ def build_parser(prog: str, description: str, only: tuple[str, ...] | None = Non
     `field` <-> `--field`, except a bool that defaults to True: `normalize` <-> `--no-normalize`.
     Only the flags given on the command line are in the parsed namespace (argument_default=SUPPRESS).
     """
-    parser = _Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    # allow_abbrev=False: a flag is only ever its whole name (`--schedule` is not `--scheduler`)
+    parser = _Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False)
     for f in fields(StudyConfig):
         if only is not None and f.name not in only:
             continue

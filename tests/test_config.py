@@ -160,6 +160,8 @@ def test_asha_draws_are_seeded_log_uniform_and_in_range():
     (["--target-acc", "2"], "--target-acc"),
     (["--name", "a/b"], "--name"),
     (["--bogus"], "unrecognized"),
+    (["--schedule", "asha"], "unrecognized arguments: --schedule"),  # no abbreviations of --scheduler
+    (["--epoch", "3"], "unrecognized arguments: --epoch"),
     (["--data-dir", "/nonexistent/fmnist"], "does not hold"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
