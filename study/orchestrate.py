@@ -28,6 +28,7 @@ from study.progress import Progress
 from study.space import Plan, param_space, trial_dirname
 from trainables import train_trial  # imports torch and Lightning in the trial's worker, not here
 from trainables.data import Dataset
+from trainables.work import cpu_model
 
 METRIC, MODE = "val_acc", "max"
 # Settings Ray Tune reads only from the environment. TensorBoard events come from Lightning inside
@@ -68,11 +69,17 @@ def _versions() -> dict[str, str]:
 
 def write_study_record(path: str, config: StudyConfig, plan: Plan, data: Dataset, resources: dict,
                        argv: list[str]) -> None:
-    """What produced the results, next to them: config, command line, versions, data, resources."""
+    """What produced the results, next to them: config, command line, versions, data, resources,
+    and what the seconds were measured on: the driver's CPU, each trial's torch threads and the
+    cluster's GPU types as Ray names them (every trial reports its own node's CPU and GPU too:
+    node_cpu, node_gpu)."""
+    cluster = ray.cluster_resources()
     record = {"config": config.to_dict(), "argv": argv, "versions": _versions(),
               "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "data": {"source": data.source, **data.sizes()}, "resources_per_trial": resources,
-              "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
+              "cluster": {k: v for k, v in cluster.items() if k in ("CPU", "GPU", "memory")},
+              "hardware": {"driver_cpu": cpu_model(), "torch_threads_per_trial": config.cpus_per_trial,
+                           "gpu_types": sorted(k.split(":", 1)[1] for k in cluster if k.startswith("accelerator_type:"))},
               "trials": plan.points}
     if config.search == "bayes":  # its manual trials are drawn as it runs: how many, from what, in which batches
         record["bayes"] = search.record(config, plan.searches, trial_slots(resources))

@@ -231,6 +231,13 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(faulty_study):
     assert [r["pid"] for r in reference] == [reference[0]["pid"]] * KILL_EPOCHS
     for row in history:
         assert same_metrics(row, reference[row["epoch"]]), (row, reference[row["epoch"]])
+    # ... and counts its work once, from its checkpoint on: --smoke trains on 4,000 images, 63
+    # batches of 64 an epoch (the last of 32), so a row's steps are 63 x the epochs done so far.
+    for row in history:
+        assert row["steps"] == 63 * (row["epoch"] + 1) and row["samples"] == 4000 * (row["epoch"] + 1), row
+    assert history[-1]["steps"] == KILL_EPOCHS * 63
+    work = ("steps", "samples", "eval_samples", "flops")
+    assert {k: history[-1][k] for k in work} == {k: reference[-1][k] for k in work}
 
 
 @pytest.mark.slow

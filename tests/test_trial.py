@@ -4,7 +4,10 @@ gets, and the paired design's premise (real Lightning trials on tiny generated d
 from __future__ import annotations
 
 import ast
+import json
 import logging
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,10 @@ from study.config import StudyConfig
 from study.space import param_space, trial_points
 from tests.conftest import REPO, make_idx_dir
 from trainables.data import load_dataset
+from trainables.files import FINDER_FILE
+from trainables.model import lenet5
 from trainables.trainable import run_trial
+from trainables.work import measure
 
 STUDY = StudyConfig(arms=("finder", "manual", "cyclic"), optimizer=("sgd", "adam"), seeds=2, lrs=(0.01,),
                     finder_rules=("valley",), epochs=1, batch_size=32, val_size=100, finder_max_lr=0.1,
@@ -136,3 +142,82 @@ def test_a_diverged_trial_counts_the_compute_it_spent(tmp_path):
             torch.set_num_threads(threads)
     [row] = rows
     assert row["diverged"] is True and row["epoch"] == 0 and row["train_time_s"] > 0
+    # ... and its work: the steps before the batch whose loss was NaN (all full batches of 32)
+    steps = int(re.search(r"at epoch 0, batch (\d+)", row["diverged_reason"]).group(1))
+    assert steps >= 1 and row["steps"] == steps and row["finder_steps"] == 0
+    assert row["samples"] == 32 * steps and row["eval_samples"] == 0
+    assert row["flops"] == steps * 32 * LENET_TRAIN
+
+
+# -- the work a trial counts (trainables/work.py) ------------------------------------------------
+# LeNet-5's FLOPs per 28x28 image, by hand (2 per multiply-add; torch's counter counts convolutions
+# and matrix products): conv1 2 x 6 x 28 x 28 x 25 = 235,200; conv2 2 x 16 x 10 x 10 x 150 =
+# 480,000; the FC layers 2 x (400 x 120 + 120 x 84 + 84 x 10) = 117,840: a forward pass is 833,040.
+# Backward computes every weight's gradient (833,040 again) and every layer's input gradient but
+# the image's (833,040 - 235,200 = 597,840).
+LENET_EVAL = 833_040
+LENET_TRAIN = 2 * LENET_EVAL + (LENET_EVAL - 235_200)  # 2,263,920 per image
+
+
+def test_lenet_flops_are_counted_as_worked_out_by_hand_without_drawing_a_random_number():
+    net, rng = lenet5(), torch.random.get_rng_state()
+    before = [p.clone() for p in net.parameters()]
+    assert measure(net, (1, 28, 28), 64) == {"flops_per_train_step": 64 * LENET_TRAIN,  # 144,890,880
+                                             "flops_per_eval_sample": LENET_EVAL}
+    assert measure(net, (1, 28, 28), 32)["flops_per_train_step"] == 32 * LENET_TRAIN  # linear in the batch
+    assert torch.equal(rng, torch.random.get_rng_state())  # the trial's seeded stream is untouched
+    assert all(torch.equal(a, b) and a.grad is None for a, b in zip(net.parameters(), before))
+
+
+# 420 images, 100 of them for validation: 320 = 10 full batches of 32 an epoch; 100 test images.
+WORK_STUDY = replace(STUDY, arms=("finder", "manual"), optimizer=("sgd",), seeds=1, epochs=2)
+WORK_KEYS = ("steps", "finder_steps", "samples", "finder_samples", "eval_samples", "flops",
+             "flops_per_train_step", "flops_per_eval_sample")
+
+
+@pytest.fixture(scope="module")
+def work_trials(tmp_path_factory) -> dict[str, tuple[list[dict], list[dict], Path]]:
+    """WORK_STUDY's finder and manual trials, each run twice: arm -> (rows, rows again, trial dir)."""
+    data = load_dataset(str(make_idx_dir(tmp_path_factory.mktemp("idx"), n_train=420)),
+                        val_size=WORK_STUDY.val_size, strict_counts=False)
+    assert (len(data.train_y), len(data.val_y), len(data.test_y)) == (320, 100, 100)
+    threads, out = torch.get_num_threads(), {}
+    with pytest.MonkeyPatch.context() as mp:
+        rows = []
+        mp.setattr(tune, "report", lambda metrics, **kw: rows.append(dict(metrics)))
+        try:
+            for config in trial_points(WORK_STUDY):
+                runs = []
+                for _ in range(2):
+                    trial_dir = tmp_path_factory.mktemp(config["arm"])
+                    run_trial(config, data, trial_dir, None, {"trial_start_ts": 0.0, "node_id": "n", "node_ip": "ip"})
+                    runs.append(rows[:])
+                    rows.clear()
+                out[config["arm"]] = (*runs, trial_dir)
+        finally:
+            torch.set_num_threads(threads)
+    return out
+
+
+def test_a_trial_counts_its_range_test_training_and_evaluation(work_trials):
+    """Every epoch's row: steps = epochs so far x 10 batches; the range test's steps are the points
+    of its curve; FLOPs = (range-test steps + steps) x the per-step figure + evaluated images x the
+    per-image one (validation's 100 every epoch, the test set's 100 at the last)."""
+    assert set(work_trials) == {"finder", "manual"}
+    for arm, (rows, _, trial_dir) in work_trials.items():
+        finder_steps = len(json.loads((trial_dir / FINDER_FILE).read_text())["lr"]) if arm == "finder" else 0
+        assert (finder_steps > 0) == (arm == "finder")
+        assert [r["epoch"] for r in rows] == [0, 1]
+        for r in rows:
+            epochs = r["epoch"] + 1
+            assert r["flops_per_train_step"] == 32 * LENET_TRAIN and r["flops_per_eval_sample"] == LENET_EVAL
+            assert r["finder_steps"] == finder_steps and r["finder_samples"] == 32 * finder_steps, arm
+            assert r["steps"] == 10 * epochs and r["samples"] == 32 * (finder_steps + r["steps"]), arm
+            assert r["eval_samples"] == 100 * epochs + (100 if epochs == 2 else 0), arm
+            assert r["flops"] == (finder_steps + r["steps"]) * 32 * LENET_TRAIN + r["eval_samples"] * LENET_EVAL, arm
+        assert rows[-1]["steps"] == 2 * 10 and rows[-1]["eval_samples"] == 300
+
+
+def test_two_runs_of_one_trial_count_the_same_work(work_trials):
+    for arm, (rows, again, _) in work_trials.items():
+        assert [{k: r[k] for k in WORK_KEYS} for r in rows] == [{k: r[k] for k in WORK_KEYS} for r in again], arm

@@ -33,6 +33,7 @@ class FinderResult:
     suggestions: dict[str, float | None]  # every rule -> its LR (`lightning` on loss_lightning)
     suggestions_lightning_curve: dict[str, float | None]  # every rule applied to loss_lightning
     seconds: float
+    samples: int  # the training samples the test's steps processed (its steps: one per point)
     args: dict = field(default_factory=dict)
 
     def record(self) -> dict:
@@ -41,7 +42,8 @@ class FinderResult:
                 "loss": self.loss, "suggestions": self.suggestions,
                 "suggestions_lightning_curve": self.suggestions_lightning_curve,
                 "lightning_suggestion": self.suggestions["lightning"], "ema_beta": BETA,
-                **self.args, "finder_time_s": self.seconds, "lightning_version": pl.__version__}
+                **self.args, "finder_time_s": self.seconds, "finder_samples": self.samples,
+                "lightning_version": pl.__version__}
 
 
 def ema_debiased(values, beta: float = BETA) -> list[float]:
@@ -70,13 +72,14 @@ def range_test(
 ) -> FinderResult:
     """Run `Tuner(trainer).lr_find` (which restores the model's weights afterwards) and apply every rule.
 
-    `model` must record its per-step training losses in `model.step_losses` while that is a list
-    (`LitLeNet` does): `lr_find` replaces the trainer's callbacks, but the model's hooks still run.
+    `model` must record its per-step training losses in `model.step_losses` while that is a list,
+    and add up their samples in `model.step_samples` (`LitLeNet` does): `lr_find` replaces the
+    trainer's callbacks, but the model's hooks still run.
     `lr_find` caps the test at `num_training` steps but not the trainer's `max_epochs`: a trainer
     of one epoch over 10 batches would end the test after 10 steps. So the epoch limit is lifted
     while the test runs, and restored after.
     """
-    model.step_losses = []
+    model.step_losses, model.step_samples = [], 0
     max_epochs = trainer.fit_loop.max_epochs
     trainer.fit_loop.max_epochs = -1  # no epoch limit (Trainer(max_epochs=-1))
     start = time.perf_counter()
@@ -99,6 +102,6 @@ def range_test(
     return FinderResult(
         lrs=lrs, loss_raw=[float(v) for v in raw], loss_lightning=lightning, loss=loss,
         suggestions={**on_true, "lightning": on_lightning["lightning"]},
-        suggestions_lightning_curve=on_lightning, seconds=seconds,
+        suggestions_lightning_curve=on_lightning, seconds=seconds, samples=model.step_samples,
         args={"min_lr": min_lr, "max_lr": max_lr, "num_training": num_training, "mode": mode},
     )

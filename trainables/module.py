@@ -62,6 +62,7 @@ class LitLeNet(pl.LightningModule):
         self.net = lenet5().to(memory_format=torch.channels_last)
         self._sums: dict[str, list] = {}
         self.step_losses: list[float] | None = None  # a list: every training step's loss goes in (range tests)
+        self.step_samples = 0  # ... and, while it is a list, the samples of those steps add up here
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -130,6 +131,7 @@ class LitLeNet(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.step_losses is not None:  # the loss Lightning's LR finder smooths, as it reads it
             self.step_losses.append(outputs["loss"].item())
+            self.step_samples += len(batch[1])
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch

@@ -18,9 +18,9 @@ params.json):
 Every epoch the trial reports to Tune (and to TensorBoard, in its own trial directory) the
 metrics in `EPOCH_METRICS` (`lr`: the step size the optimiser applies, d x lr for the
 learning-rate-free arms, see `trainables.module.step_size`), plus bookkeeping (arm, timings,
-node, the fingerprints of its initial weights and first batches); the last epoch adds the
-test-set metrics. A Lightning checkpoint travels with every report, so Ray can restart a killed
-trial from its last epoch.
+node and its hardware, the fingerprints of its initial weights and first batches) and the work
+done so far (`ReportToTune.work`); the last epoch adds the test-set metrics. A Lightning
+checkpoint travels with every report, so Ray can restart a killed trial from its last epoch.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from trainables.data import Dataset
 from trainables.files import FINDER_FILE, write_atomic
 from trainables.finder import FinderResult, range_test
 from trainables.module import Diverged, LitLeNet, step_size
+from trainables.work import cpu_model, measure, total_flops
 
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 CHECKPOINT_FILE = "checkpoint.ckpt"
@@ -65,6 +66,11 @@ class ReportToTune(pl.Callback):
     and, over its first epoch, `batch_fingerprint` (the first `FINGERPRINT_BATCHES` batches it
     sees): trials of one seed must agree on both, whatever their arm, for the paired comparison
     to hold. Both travel in `fixed`, so a restored trial keeps those of its fresh start.
+
+    It counts the work it has seen, which travels in the checkpoint with `train_time_s`, so a
+    restored trial goes on from its checkpoint's counts: training steps and samples, and
+    evaluated samples (validation, and the test set at the last epoch). The range test and the
+    per-unit FLOPs are in `fixed` (the trial puts them there); `work()` adds it all up.
     """
 
     def __init__(self, fixed: dict, hparams: dict, test: tuple[torch.Tensor, torch.Tensor]):
@@ -72,14 +78,20 @@ class ReportToTune(pl.Callback):
         self.hparams = hparams  # the trial's config: its row in TensorBoard's HParams view
         self.test = test
         self.train_time_s = 0.0  # cumulative, survives restarts through the checkpoint
+        self.steps = 0  # optimiser steps in training (the range test's are fixed["finder_steps"]), likewise
+        self.train_samples = 0  # their samples, likewise
+        self.eval_samples = 0  # samples evaluated (validation every epoch, test at the last), likewise
         self._epoch_start = 0.0
         self._first_batches: list[torch.Tensor] | None = None  # a fresh trial's, until its first epoch ends
 
     def state_dict(self) -> dict:
-        return {"train_time_s": self.train_time_s, "fixed": self.fixed}
+        return {"train_time_s": self.train_time_s, "steps": self.steps, "train_samples": self.train_samples,
+                "eval_samples": self.eval_samples, "fixed": self.fixed}
 
     def load_state_dict(self, state: dict) -> None:
         self.train_time_s = state["train_time_s"]
+        self.steps, self.train_samples = state["steps"], state["train_samples"]
+        self.eval_samples = state["eval_samples"]
         self.fixed = {**state["fixed"], **{k: v for k, v in self.fixed.items() if k.startswith("node")}}
 
     def on_train_start(self, trainer, pl_module: LitLeNet) -> None:
@@ -90,6 +102,23 @@ class ReportToTune(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if self._first_batches is not None and batch_idx < FINGERPRINT_BATCHES:
             self._first_batches += batch  # inputs and labels
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.steps += 1  # one optimiser step per batch (no gradient accumulation)
+        self.train_samples += len(batch[1])
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        self.eval_samples += len(batch[1])
+
+    def work(self) -> dict:
+        """The work so far, cumulative, range test included: `steps` (training's optimiser steps),
+        `samples` (training samples, the range test's too), `eval_samples` and `flops` (all of it,
+        from the per-unit figures in `fixed`; trainables/work.py)."""
+        samples = self.fixed["finder_samples"] + self.train_samples
+        flops = total_flops(self.fixed["flops_per_train_step"], self.hparams["batch_size"], samples,
+                            self.fixed["flops_per_eval_sample"], self.eval_samples)
+        return {"steps": self.steps, "samples": samples, "eval_samples": self.eval_samples, "flops": flops}
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch_start = time.perf_counter()
@@ -105,6 +134,7 @@ class ReportToTune(pl.Callback):
             trainer.logger.log_metrics(metrics, step=epoch)
         if epoch == trainer.max_epochs - 1:
             test = pl_module.evaluate(*self.test)
+            self.eval_samples += len(self.test[1])
             metrics.update(test_loss=test["loss"], test_acc=test["acc"])
             if trainer.logger:  # TensorBoard takes no None: a setting that does not apply is left out
                 hparams = {**self.hparams, "lr": pl_module.lr,
@@ -114,7 +144,8 @@ class ReportToTune(pl.Callback):
                     {"hp/val_acc": metrics["val_acc"], "hp/val_loss": metrics["val_loss"],
                      "hp/test_acc": metrics["test_acc"], "hp/test_loss": metrics["test_loss"]},
                 )
-        report = {**metrics, **self.fixed, "epoch": epoch, "train_time_s": self.train_time_s, "report_ts": time.time(),
+        report = {**metrics, **self.fixed, **self.work(), "epoch": epoch, "train_time_s": self.train_time_s,
+                  "report_ts": time.time(),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         with tempfile.TemporaryDirectory() as tmp:
             trainer.save_checkpoint(os.path.join(tmp, CHECKPOINT_FILE))
@@ -185,7 +216,9 @@ def run_trial(config: dict, data: Dataset, trial_dir: Path, checkpoint: tune.Che
     train_loader = batches(t["train_x"], t["train_y"], config["batch_size"], shuffle=True, seed=config["seed"])
     val_loader = batches(t["val_x"], t["val_y"], 1024, shuffle=False, seed=0)
 
-    fixed = {"arm": config["arm"], "seed": config["seed"], "optimizer": config["optimizer"], **context}
+    fixed = {"arm": config["arm"], "seed": config["seed"], "optimizer": config["optimizer"], **context,
+             "node_cpu": cpu_model(), "node_gpu": torch.cuda.get_device_name() if use_gpu else None,
+             "torch_threads": torch.get_num_threads(), "finder_steps": 0, "finder_samples": 0}
     report = ReportToTune(fixed, hparams=config, test=(t["test_x"], t["test_y"]))
     logger = TensorBoardLogger(save_dir=str(trial_dir), name="", version="", default_hp_metric=False)
     trainer = pl.Trainer(
@@ -209,6 +242,9 @@ def run_trial(config: dict, data: Dataset, trial_dir: Path, checkpoint: tune.Che
             model = LitLeNet(**saved["hyper_parameters"])
         else:
             model = _new_model(config, trainer, train_loader, trial_dir, logger, report, check_every)
+        # FLOPs per unit, on a copy of the model on the meta device: no arithmetic, no random draw
+        # (a restored trial gets the same figures back from its checkpoint)
+        report.fixed.update(measure(model.net, tuple(t["train_x"].shape[1:]), config["batch_size"]))
         try:
             trainer.fit(model, train_loader, val_loader, ckpt_path=ckpt_path)
         except Diverged as e:
@@ -219,7 +255,8 @@ def run_trial(config: dict, data: Dataset, trial_dir: Path, checkpoint: tune.Che
             lr = step_size(trainer.optimizers[0]) if trainer.optimizers else model.lr
             tune.report({"train_loss": float("nan"), "val_loss": float("nan"), "val_acc": 0.0, "train_acc": 0.0,
                          "lr": lr, **report.fixed, "epoch": trainer.current_epoch, "diverged": True,
-                         "diverged_reason": str(e), "train_time_s": report.train_time_s, "report_ts": time.time()})
+                         "diverged_reason": str(e), "train_time_s": report.train_time_s, "report_ts": time.time(),
+                         **report.work()})  # the steps before the NaN batch (whose forward pass is not counted)
 
 
 def finder_range_test(trainer: pl.Trainer, train_loader, optimizer: str, momentum: float, min_lr: float,
@@ -249,7 +286,8 @@ def _new_model(config, trainer, train_loader, trial_dir, logger, report, check_e
     lr = result.suggestions[rule]
     if lr is None:
         raise RuntimeError(f"LR finder gave no suggestion (rule {rule!r}, {len(result.lrs)} points recorded)")
-    report.fixed.update(finder_time_s=result.seconds, finder_rule=rule)
+    report.fixed.update(finder_time_s=result.seconds, finder_rule=rule, finder_steps=len(result.lrs),
+                        finder_samples=result.samples)  # one optimiser step per point of the curve
     cyclic_min = None
     if config["arm"] == "cyclic":
         cyclic_min = lr * CYCLIC_MIN_FRACTION
