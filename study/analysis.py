@@ -45,11 +45,14 @@ RANGE_TEST_ARMS = ("finder", "cyclic")  # arms whose LR comes from the trial's o
 SEARCH_PICKS = "each seed's best manual trial"  # the best manual, when the seeds tried different LRs
 ARM_ORDER = (*(a for a in ARMS if a != "manual"), "manual")  # the manual trials last
 CONFIDENCE = 0.95
-ARM_METRICS = ("test_acc", "test_loss", "val_acc", "val_loss", "time_s", "train_time_s", "time_to_target_s")
-EPOCH_COLUMNS = ("trial_id", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_time_s",
+ARM_METRICS = ("test_acc", "test_loss", "val_acc", "val_loss", "time_s", "train_time_s", "time_to_target_s", "flops",
+               "flops_to_target")
+WORK = ("steps", "finder_steps", "samples", "eval_samples", "flops")  # a trial's work, counted (trainables/work.py)
+EPOCH_COLUMNS = ("trial_id", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_time_s", *WORK,
                  "report_ts", "test_loss", "test_acc")
 TRIAL_COLUMNS = ("trial_id", "setting", "arm", "arm_key", "optimizer", "finder_rule", "lr", "seed", "status", "epochs",
-                 "time_s", "val_acc", "val_loss", "test_acc", "test_loss", "time_to_target_s", "best_val_acc",
+                 "time_s", "flops", "val_acc", "val_loss", "test_acc", "test_loss", "time_to_target_s", "flops_to_target",
+                 "best_val_acc", "steps", "finder_steps", "samples", "eval_samples",
                  "train_time_s", "finder_time_s", "cyclic_min_lr", "cyclic_max_lr", "node_id", "node_ip",
                  "failures", "error", "dir")
 
@@ -181,8 +184,8 @@ def _trial_row(trial, last: dict, epochs: int, best_val_acc, status: str, curve:
         "time_s": None if train_time is None and finder_time is None else (train_time or 0.0) + (finder_time or 0.0),
         "val_acc": _num(last.get("val_acc")), "val_loss": _num(last.get("val_loss")),
         "test_acc": _num(last.get("test_acc")), "test_loss": _num(last.get("test_loss")),
-        "time_to_target_s": None,  # for the target of the summary (see summarize)
-        "best_val_acc": _num(best_val_acc),
+        "time_to_target_s": None, "flops_to_target": None,  # for the target of the summary (see summarize)
+        "best_val_acc": _num(best_val_acc), **{k: _num(last.get(k)) for k in WORK},
         "train_time_s": train_time, "finder_time_s": finder_time,
         "cyclic_min_lr": _num(last.get("cyclic_min_lr")), "cyclic_max_lr": _num(last.get("cyclic_max_lr")),
         "node_id": _text(last.get("node_id")), "node_ip": _text(last.get("node_ip")),
@@ -359,29 +362,31 @@ def setting_summary(label: str, setting: dict, trials: pd.DataFrame) -> dict:
     vs_finder = {k: paired(groups[k], groups["finder"], "finder") for k in others
                  if k != "finder" and "finder" in groups}
     # The whole manual search of a seed costs every manual trial's compute, whatever its status.
-    search = trials[trials["arm"] == "manual"].groupby("seed")["time_s"].sum(min_count=1).dropna()
-    finder_time = arms["finder"]["time_s"]["mean"] if "finder" in arms else None
-    search_time = float(search.mean()) if len(search) else None
+    compute = {}
+    for unit, column in (("time_s", "time_s"), ("flops", "flops")):
+        search = trials[trials["arm"] == "manual"].groupby("seed")[column].sum(min_count=1).dropna()
+        finder, whole = arms["finder"][column]["mean"] if "finder" in arms else None, float(search.mean()) if len(search) else None
+        compute.update({f"finder_{unit}": finder, f"manual_search_{unit}": whole,
+                        f"manual_search_{unit}_by_seed": [[s, float(t)] for s, t in search.items()],
+                        f"manual_over_finder{'_flops' if unit == 'flops' else ''}": whole / finder if finder and whole else None})
     return {"label": label, **setting, "n_trials": len(trials), "seeds": sorted(trials["seed"].unique().tolist()),
             "best_manual": best, "arms": arms, "paired": vs_best.get("finder"),
             "vs_best_manual": vs_best, "vs_finder": vs_finder,
-            "compute": {"finder_time_s": finder_time, "manual_search_time_s": search_time,
-                        "manual_search_time_s_by_seed": [[s, float(t)] for s, t in search.items()],
-                        "manual_over_finder": search_time / finder_time if finder_time and search_time else None}}
+            "compute": compute}
 
 
 def search_progress(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     """Each seed's manual search as it ran, one row per reported epoch in time order: the seed, the
-    compute all its trials had spent by then (each trial's training seconds so far, summed) and the
-    best validation accuracy seen so far."""
+    compute all its trials had spent by then (each trial's training seconds so far, summed, and its
+    FLOPs) and the best validation accuracy seen so far."""
     seed = trials.set_index("trial_id")["seed"]
     rows = epochs[epochs["trial_id"].isin(seed.index)].sort_values("report_ts", kind="stable")
-    spent = rows.groupby("trial_id")["train_time_s"].diff().fillna(rows["train_time_s"])
-    out = pd.DataFrame({"seed": rows["trial_id"].map(seed).to_numpy(), "spent": spent.to_numpy(),
-                        "val_acc": rows["val_acc"].astype(float).to_numpy()})
+    spent = rows.groupby("trial_id")[["train_time_s", "flops"]].diff().fillna(rows[["train_time_s", "flops"]])
+    out = pd.DataFrame({"seed": rows["trial_id"].map(seed).to_numpy(), "s": spent["train_time_s"].to_numpy(),
+                        "flops": spent["flops"].astype(float).to_numpy(), "val_acc": rows["val_acc"].astype(float).to_numpy()})
     by_seed = out.groupby("seed", sort=True)
-    return out.assign(compute_s=by_seed["spent"].cumsum(), best_val_acc=by_seed["val_acc"].cummax())[
-        ["seed", "compute_s", "best_val_acc"]]
+    return out.assign(compute_s=by_seed["s"].cumsum(), compute_flops=by_seed["flops"].cumsum(),
+                      best_val_acc=by_seed["val_acc"].cummax())[["seed", "compute_s", "compute_flops", "best_val_acc"]]
 
 
 def strategies(trials: pd.DataFrame, epochs: pd.DataFrame, search: str, target: float) -> tuple[list[dict], dict]:
@@ -396,24 +401,30 @@ def strategies(trials: pd.DataFrame, epochs: pd.DataFrame, search: str, target: 
     seeds) and, per seed, the manual search's progress (`search_progress`)."""
     arms = trials[trials["arm"] != "manual"]
     per_seed = [pd.DataFrame({"strategy": arms["arm_key"], "seed": arms["seed"], "compute_s": arms["time_s"],
-                              "to_target_s": arms["time_to_target_s"],
+                              "to_target_s": arms["time_to_target_s"], "compute_flops": arms["flops"],
+                              "to_target_flops": arms["flops_to_target"],
                               "test_acc": arms["test_acc"].where(arms["status"] == "finished")})]
     name, progress = f"{search} search", {}
     manual = trials[trials["arm"] == "manual"]
     if len(manual):
         run = search_progress(manual, epochs)
-        reached = run[run["best_val_acc"] >= target].groupby("seed")["compute_s"].first()
+        reached = run[run["best_val_acc"] >= target].groupby("seed")[["compute_s", "compute_flops"]].first()
         chosen = search_picks(manual).set_index("seed")["test_acc"]
-        spent = manual.groupby("seed")["time_s"].sum()
-        per_seed.append(pd.DataFrame({"strategy": name, "seed": spent.index, "compute_s": spent.to_numpy(),
-                                      "to_target_s": spent.index.map(reached), "test_acc": spent.index.map(chosen)}))
-        progress = {seed: {"compute_s": g["compute_s"].tolist(), "best_val_acc": g["best_val_acc"].tolist()}
+        spent = manual.groupby("seed")[["time_s", "flops"]].sum(min_count=1)
+        per_seed.append(pd.DataFrame({"strategy": name, "seed": spent.index, "compute_s": spent["time_s"].to_numpy(),
+                                      "to_target_s": spent.index.map(reached["compute_s"]),
+                                      "compute_flops": spent["flops"].to_numpy(),
+                                      "to_target_flops": spent.index.map(reached["compute_flops"]),
+                                      "test_acc": spent.index.map(chosen)}))
+        progress = {seed: g[["compute_s", "compute_flops", "best_val_acc"]].to_dict("list")
                     for seed, g in run.groupby("seed", sort=True)}
     table = []
     for key, rows in pd.concat(per_seed, ignore_index=True).groupby("strategy", sort=False):
         table.append({"strategy": key, "kind": "search" if key == name else "arm", "seeds": rows["seed"].tolist(),
                       "compute_s": describe(rows["compute_s"]), "test_acc": describe(rows["test_acc"]),
                       "compute_to_target_s": describe(rows["to_target_s"]),
+                      "compute_flops": describe(rows["compute_flops"]),
+                      "compute_to_target_flops": describe(rows["to_target_flops"]),
                       "reached_target": int(rows["to_target_s"].notna().sum())})
     return table, progress
 
@@ -446,10 +457,12 @@ def summarize(experiment: Experiment, target_acc: float | None = None) -> dict:
     unless given."""
     config, epochs = experiment.config, experiment.epochs
     target = config["target_acc"] if target_acc is None else target_acc
-    # Time to target: training seconds until val_acc first reached it, the range test included.
-    hit = epochs[pd.to_numeric(epochs["val_acc"], errors="coerce") >= target].groupby("trial_id")["train_time_s"].first()
-    trials = experiment.trials.assign(
-        time_to_target_s=experiment.trials["trial_id"].map(hit) + experiment.trials["finder_time_s"].fillna(0.0))
+    # Compute to target: training seconds until val_acc first reached it, the range test included;
+    # and the FLOPs counted by then (cumulative, the range test and evaluation included).
+    hit = epochs[pd.to_numeric(epochs["val_acc"], errors="coerce") >= target].groupby("trial_id")[["train_time_s", "flops"]].first()
+    ids = experiment.trials["trial_id"]
+    trials = experiment.trials.assign(time_to_target_s=ids.map(hit["train_time_s"]) + experiment.trials["finder_time_s"].fillna(0.0),
+                                      flops_to_target=ids.map(hit["flops"]).astype(float))
     by_setting = dict(tuple(trials.groupby("setting", sort=False))) if not trials.empty else {}
     settings = {}
     for label, setting in settings_of(config).items():

@@ -35,8 +35,8 @@ FIGURES = {  # key: (file, title in report.md), in the report's order
     "val_acc": ("val_acc.png", "validation accuracy per epoch"),
     "val_loss": ("val_loss.png", "validation loss per epoch"),
     "train_curves": ("train_curves.png", "training loss and accuracy per epoch"),
-    "compute_vs_accuracy": ("compute_vs_accuracy.png", "Every strategy: compute per seed against delivered test accuracy"),
-    "search_progress": ("search_progress.png", "The manual search as it ran: best validation accuracy against compute"),
+    "compute_vs_accuracy": ("compute_vs_accuracy.png", "Every strategy: work per seed against delivered test accuracy"),
+    "search_progress": ("search_progress.png", "The manual search as it ran: best validation accuracy against work"),
 }
 DPI = 110
 MAX_INCHES = 18.0  # 1,980 pixels at DPI, whatever the study's size
@@ -402,22 +402,30 @@ def plot_compute_vs_accuracy(summary: dict) -> Figure | None:
     """One point per strategy (`summary["strategies"]`): mean compute per seed (log x) against mean
     delivered test accuracy, with 95 % intervals over seeds both ways, drawn within what can be
     (accuracy in [0, 1], compute above 0: few seeds give wide t-intervals); a panel per setting."""
-    rows = [r for r in summary["strategies"] if r["compute_s"]["mean"] and r["test_acc"]["mean"] is not None]
+    key, xlabel = _compute_axis(summary)
+    rows = [r for r in summary["strategies"] if r[key]["mean"] and r["test_acc"]["mean"] is not None]
     if not rows:
         return None
     fig, axes = panels(_present(summary, [r["setting"] for r in rows]), sharey=True)
     colour = strategy_colours(summary)
     for label, ax in axes[0].items():
         for r in (r for r in rows if r["setting"] == label):
-            x, y = r["compute_s"], r["test_acc"]
+            x, y = r[key], r["test_acc"]
             (x_lo, x_hi), (y_lo, y_hi) = x["ci95"] or [x["mean"]] * 2, y["ci95"] or [y["mean"]] * 2
             err = [[[x["mean"] - max(x_lo, x["min"] / 10)], [x_hi - x["mean"]]],
                    [[y["mean"] - max(y_lo, 0.0)], [min(y_hi, 1.0) - y["mean"]]]]
             ax.errorbar([x["mean"]], [y["mean"]], xerr=err[0], yerr=err[1], fmt="s" if r["kind"] == "search" else "o",
                         ms=8, capsize=3, color=colour[r["strategy"]], label=f"{r['strategy']} (n={x['n']})")
-    _log_x_panels(axes[0], "compute per seed, s (log scale)", "compute vs test accuracy", "delivered test accuracy")
+    _log_x_panels(axes[0], f"{xlabel} per seed (log scale)", "compute vs test accuracy", "delivered test accuracy")
     figure_legend(fig, axes[0].values())
     return fig
+
+
+def _compute_axis(summary: dict) -> tuple[str, str]:
+    """What compute is drawn as: the work counted (FLOPs), or seconds for an experiment from before
+    work was counted."""
+    counted = any(r.get("compute_flops", {}).get("mean") for r in summary["strategies"])
+    return ("compute_flops", "work, FLOPs") if counted else ("compute_s", "compute, s")
 
 
 def _steps(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -437,19 +445,20 @@ def plot_search_progress(summary: dict) -> Figure | None:
     fig, axes = panels(labels, sharey=True)
     colour, target = strategy_colours(summary), summary["target_acc"]
     search = f"{summary['config']['search']} search"
+    key, xlabel = _compute_axis(summary)
     for label, ax in axes[0].items():
         setting = summary["settings"][label]
-        runs = [_steps(run["compute_s"], run["best_val_acc"]) for run in setting["search_progress"].values() if run["compute_s"]]
+        runs = [_steps(run[key], run["best_val_acc"]) for run in setting["search_progress"].values() if run["compute_s"]]
         x, y = _joined(runs)
         ax.plot(x, y, lw=1.3, color=colour.get(search, "tab:blue"), alpha=max(0.2, _faint(len(runs))),
                 label=f"{search}, {'each of ' + str(len(runs)) + ' seeds' if len(runs) > 1 else 'one seed'}")
         for r in setting["strategies"]:
-            t = r["compute_to_target_s"]
+            t = r[key.replace("compute_", "compute_to_target_")]
             if r["kind"] == "arm" and t["mean"] is not None:
                 ax.plot([t["mean"]], [target], ls="none", marker="v", ms=9, color=colour[r["strategy"]], alpha=0.8,
                         label=f"{r['strategy']}: compute to target")
         ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:g}")
-    _log_x_panels(axes[0], "compute spent, s (log scale)", "best validation accuracy so far", "best validation accuracy so far")
+    _log_x_panels(axes[0], f"{xlabel} spent (log scale)", "best validation accuracy so far", "best validation accuracy so far")
     figure_legend(fig, axes[0].values())
     return fig
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from study.analysis import Experiment
 from study.figures import FIGURES, write_figures
-from study.tables import (arms_frame, comparison_frame, fmt, markdown_table, range_tests_frame, rules_frame,
+from study.tables import (arms_frame, comparison_frame, flops, fmt, markdown_table, range_tests_frame, rules_frame,
                           shown_arm, strategies_frame, table_frame)
 from study.verdicts import verdicts
 from trainables.files import write_atomic
@@ -54,15 +54,17 @@ def _setting_lines(summary: dict, label: str, setting: dict, sentences: list[str
     lines += [f"- {v}" for v in sentences[1:]] + ([""] if sentences[1:] else [])
     if not trials:
         return lines
-    lines += _section("Arms", f"Compute per seed: finder arm {fmt(c['finder_time_s'], '.1f')} s (mean `time_s`, range "
-                      f"test included), whole manual search {fmt(c['manual_search_time_s'], '.1f')} s (all manual "
-                      "trials of a seed, every status).", arms_frame(setting))
+    lines += _section("Arms", f"Compute per seed: finder arm {flops(c.get('finder_flops'))} FLOPs in "
+                      f"{fmt(c['finder_time_s'], '.1f')} s (range test included), whole manual search "
+                      f"{flops(c.get('manual_search_flops'))} FLOPs in {fmt(c['manual_search_time_s'], '.1f')} s (all "
+                      "manual trials of a seed, every status).", arms_frame(setting))
     lines += _section("Strategies: compute against accuracy",
                       "A strategy is one way to a trained model: a finder rule or cyclic (range test plus one training), a "
                       "learning-rate-free optimiser (one training), or the manual search as a whole (every trial it ran; it "
-                      "delivers its trial with the best validation accuracy). Compute is training seconds per seed; compute "
-                      "to target counts, in the order things ran, until a model first reached the target validation "
-                      "accuracy.", strategies_frame(setting))
+                      "delivers its trial with the best validation accuracy). Compute is the work counted per seed, "
+                      "in FLOPs (training, range test and evaluation; torch's FlopCounterMode per step, times the steps "
+                      "taken), and the seconds it took on this host; compute to target counts, in the order things ran, "
+                      "until a model first reached the target validation accuracy.", strategies_frame(setting))
     lines += _rules_lines(setting)
     lines += _section("Range tests: every rule's pick",
                       "Each seed's range test, read by every rule: on the true curve (the raw losses, correctly debiased "
@@ -86,10 +88,11 @@ def render_markdown(summary: dict, figures: dict[str, str]) -> str:
              "only; never chosen by test accuracy; for a Bayesian search, whose seeds try different LRs, each "
              "seed's best manual trial by the same rule). Means come with 95 % Student-t intervals over seeds; "
              "differences are paired by seed, with a paired t-test (scipy's ttest_1samp and ttest_rel). `n` "
-             "counts finished trials of all trials in the arm. Compute compares the finder arm's mean `time_s` "
-             "(range test + training) with the compute seconds of the whole manual search of one seed. Time to "
-             f"target: seconds of training until `val_acc` first reached {summary['target_acc']} (the range "
-             "test's time included for the finder and cyclic arms).", ""]
+             "counts finished trials of all trials in the arm. Compute is work, counted: the FLOPs a trial computed "
+             "(training, range test and evaluation), which do not depend on the host; seconds (`time_s`: range "
+             "test + training) are shown beside them. The finder arm is compared with the whole manual search of "
+             f"one seed. Compute to target: until `val_acc` first reached {summary['target_acc']} (the range test "
+             "included for the finder and cyclic arms).", ""]
     keys = ("preset", "search", "optimizer", "seeds", "seed", "arms", "finder_rules", "epochs", "batch_size", "target_acc")
     lines += ["Setup: " + ", ".join(f"{k}={cfg[k]}" for k in keys if cfg.get(k) is not None)]
     lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()), ""]

@@ -40,12 +40,12 @@ def table_frame(summary: dict, markdown: bool = False, trials: list[dict] | None
     trials = every if trials is None else trials
     cols = ["arm", "lr", "status", "epochs", "val_acc", "test_acc", "time_s", "time_to_target_s", "node"]
     if markdown:
-        cols = cols[:3] + ["seed"] + cols[3:5] + ["val_loss"] + cols[5:6] + ["test_loss"] + cols[6:] + ["trial_id", "error"]
+        cols = cols[:3] + ["seed"] + cols[3:5] + ["val_loss"] + cols[5:6] + ["test_loss", "flops"] + cols[6:] + ["trial_id", "error"]
     elif len({t.get("seed") for t in every}) > 1:
         cols.insert(2, "seed")
     if len({t.get("setting") for t in every}) > 1 and len({t.get("setting") for t in trials}) > 1:
         cols.insert(0, "setting")
-    spec = {"lr": ".3g", "val_acc": ".4f", "val_loss": ".4f", "test_acc": ".4f", "test_loss": ".4f",
+    spec = {"lr": ".3g", "flops": ".3g", "val_acc": ".4f", "val_loss": ".4f", "test_acc": ".4f", "test_loss": ".4f",
             "time_s": ".1f", "time_to_target_s": ".1f", "epochs": "d"}
     special = {"node": _node, "arm": shown_arm}
     rows = []
@@ -77,6 +77,11 @@ def comparison_frame(summary: dict) -> pd.DataFrame:
     return pd.DataFrame(trials, columns=list(TRIAL_COLUMNS) + list(dict.fromkeys(extra)))
 
 
+def flops(x) -> str:
+    """A count of FLOPs, short: '1.31e12' ('-' for none)."""
+    return "-" if x is None else f"{x:.3g}".replace("e+", "e")
+
+
 def mean_ci(d: dict | None, scale: float = 1.0, spec: str = ".2f") -> str:
     """'88.50 [87.90, 89.10]': the mean and its 95 % interval (none with one value)."""
     if not d or d.get("mean") is None:
@@ -85,7 +90,7 @@ def mean_ci(d: dict | None, scale: float = 1.0, spec: str = ".2f") -> str:
     if d.get("ci95"):
         lo, hi = d["ci95"]
         text += f" [{lo * scale:{spec}}, {hi * scale:{spec}}]"
-    return text
+    return text.replace("e+", "e")
 
 
 def lr_cell(lr: dict) -> str:
@@ -108,22 +113,24 @@ def pair_cell(pair: dict | None) -> str:
 
 def arms_frame(setting: dict) -> pd.DataFrame:
     """One row per arm of a setting: n, LR, means with 95 % intervals, and the paired difference."""
-    cols = ["arm", "n", "lr", "test_acc % [95% CI]", "val_acc % [95% CI]", "test_loss", "time_s",
+    cols = ["arm", "n", "lr", "test_acc % [95% CI]", "val_acc % [95% CI]", "test_loss", "FLOPs", "time_s",
             "test_acc vs best manual"]
     rows = []
     for key, a in (setting.get("arms") or {}).items():
         picks = ", ".join(f"{p['lr']:.3g}" for p in a.get("picks", []) if p["lr"])  # a Bayesian search's, by seed
         rows.append([f"manual (= {a['chosen']})" if key == "manual" else key, f"{a['n']}/{a['n_trials']}",
                      picks or lr_cell(a["lr"]), mean_ci(a["test_acc"], 100), mean_ci(a["val_acc"], 100),
-                     mean_ci(a["test_loss"], 1, ".4f"), mean_ci(a["time_s"], 1, ".1f"),
+                     mean_ci(a["test_loss"], 1, ".4f"), mean_ci(a.get("flops"), 1, ".3g"), mean_ci(a["time_s"], 1, ".1f"),
                      pair_cell((setting.get("vs_best_manual") or {}).get(key))])
     return pd.DataFrame(rows, columns=cols)
 
 
 def strategies_frame(setting: dict) -> pd.DataFrame:
     """Every strategy's compute against its accuracy, means with 95 % intervals over seeds."""
-    cols = ["strategy", "seeds", "compute s per seed [95% CI]", "test_acc % [95% CI]", "compute to target s", "reached target"]
-    rows = [[r["strategy"], len(r["seeds"]), mean_ci(r["compute_s"], 1, ".1f"), mean_ci(r["test_acc"], 100),
+    cols = ["strategy", "seeds", "FLOPs per seed [95% CI]", "s per seed [95% CI]", "test_acc % [95% CI]",
+            "FLOPs to target", "s to target", "reached target"]
+    rows = [[r["strategy"], len(r["seeds"]), mean_ci(r.get("compute_flops"), 1, ".3g"), mean_ci(r["compute_s"], 1, ".1f"),
+             mean_ci(r["test_acc"], 100), mean_ci(r.get("compute_to_target_flops"), 1, ".3g"),
              mean_ci(r["compute_to_target_s"], 1, ".1f"), f"{r['reached_target']}/{len(r['seeds'])}"]
             for r in setting["strategies"]]
     return pd.DataFrame(rows, columns=cols)

@@ -8,7 +8,7 @@ search's accuracy (`strategy_verdict`), then one sentence per arm against the be
 from __future__ import annotations
 
 from study.analysis import SEARCH_PICKS
-from study.tables import mean_ci
+from study.tables import flops, mean_ci
 
 
 def _status_counts(a: dict) -> str:
@@ -64,15 +64,23 @@ def setting_verdict(summary: dict, setting: dict, key: str = "finder") -> str:
         s += f" (paired t-test p = {pair['p_value']:.2g})"
     elif pair["n"] >= 2 and d["std"] == 0:
         s += " (the same difference on every seed)"
-    own, search = finder["time_s"]["mean"], setting["compute"]["manual_search_time_s"]
-    if own and search:
-        r = search / own
-        s += (f", {r:.1f}x less compute" if r >= 1 else f", {1 / r:.1f}x more compute") + (
-            f" ({own:.1f} s vs {search:.1f} s for the whole manual search, per seed)")
+    c = setting["compute"]
+    work, whole = finder["flops"]["mean"], c.get("manual_search_flops")
+    secs, whole_secs = finder["time_s"]["mean"], c["manual_search_time_s"]
+    seconds = f"{secs:.1f} s vs {whole_secs:.1f} s" if secs and whole_secs else None
+    if work and whole:  # the ratio is of work, counted; the seconds say what it took on this host
+        s += _ratio(whole / work) + f" ({flops(work)} vs {flops(whole)} FLOPs for the whole manual search, per seed" + (
+            f"; {seconds})" if seconds else ")")
+    elif seconds:  # an experiment from before work was counted
+        s += _ratio(whole_secs / secs) + f" ({seconds} for the whole manual search, per seed)"
     if finder["n"] < finder["n_trials"]:
         s += (f"; {finder['n_trials'] - finder['n']} of {finder['n_trials']} {label} trials did not finish "
               f"({_status_counts(finder)})")
     return s + "."
+
+
+def _ratio(r: float) -> str:
+    return f", {r:.1f}x less compute" if r >= 1 else f", {1 / r:.1f}x more compute"
 
 
 def _reaches(row: dict, bar: float) -> bool:
@@ -83,20 +91,24 @@ def _reaches(row: dict, bar: float) -> bool:
 
 def strategy_verdict(setting: dict) -> str:
     """'sgd: the cheapest strategy that reaches the grid search's test accuracy (89.60 %) within its
-    interval: finder:valley, 89.20 % [86.40, 92.00], 103.0 s of compute per seed against 448.0 s ...'."""
+    interval: finder:valley, 89.20 % [86.40, 92.00], 1.31e12 FLOPs of compute per seed against 6.48e12
+    (4.9x less; ...)'. Compute is counted work; seconds only for an experiment without it."""
     name, rows = setting["label"], setting["strategies"]
     search = next((r for r in rows if r["kind"] == "search"), None)
     if search is None or search["test_acc"]["mean"] is None:
         return f"{name}: no manual search delivered a tested model, so no strategy can be measured against one."
     bar = search["test_acc"]["mean"]
     head = f"{name}: the cheapest strategy that reaches the {search['strategy']}'s test accuracy ({100 * bar:.2f} %)"
-    cheapest = min((r for r in rows if _reaches(r, bar) and r["compute_s"]["mean"] is not None),
-                   key=lambda r: r["compute_s"]["mean"])
-    own, whole = cheapest["compute_s"]["mean"], search["compute_s"]["mean"]
+    counted = search.get("compute_flops", {}).get("mean") is not None  # else: from before work was counted
+    key, show = ("compute_flops", lambda x: f"{flops(x)} FLOPs") if counted else ("compute_s", lambda x: f"{x:.1f} s")
+    cheapest = min((r for r in rows if _reaches(r, bar) and r[key]["mean"] is not None), key=lambda r: r[key]["mean"])
+    own, whole = cheapest[key]["mean"], search[key]["mean"]
+    secs = f"; {cheapest['compute_s']['mean']:.1f} s against {search['compute_s']['mean']:.1f} s on this host" if (
+        counted and cheapest["compute_s"]["mean"] and search["compute_s"]["mean"]) else ""
     if cheapest is search:
-        return f"{head} within its interval is the search itself ({whole:.1f} s of compute per seed): nothing cheaper reaches it."
+        return f"{head} within its interval is the search itself ({show(whole)} of compute per seed): nothing cheaper reaches it."
     return (f"{head} within its interval: {cheapest['strategy']}, {mean_ci(cheapest['test_acc'], 100)} %, "
-            f"{own:.1f} s of compute per seed against {whole:.1f} s ({whole / own:.1f}x less), "
+            f"{show(own)} of compute per seed against {show(whole)} ({whole / own:.1f}x less{secs}), "
             f"over {cheapest['test_acc']['n']} seed{'s' if cheapest['test_acc']['n'] != 1 else ''}.")
 
 

@@ -112,6 +112,28 @@ def test_the_result_rows_are_those_ray_tune_reads(recorded, experiment):
             np.testing.assert_allclose(mine[col].astype(float), df[col].astype(float), err_msg=f"{tid} {col}")
 
 
+def test_work_is_each_trials_last_row_and_the_finders_ratio_to_the_grid_is_one_of_steps(experiment):
+    """640 training images are 10 steps of 64 an epoch; 58 validation and 116 test images are
+    evaluated (one epoch). The finder's ratio to the grid is (range-test steps + training steps) /
+    the grid's training steps, each weighed by torch's FLOPs per step, plus evaluation."""
+    from tests.test_trial import LENET_EVAL, LENET_TRAIN
+
+    step, t = 64 * LENET_TRAIN, experiment.trials
+    adam = t[(t["optimizer"] == "adam") & (t["status"] == "finished")]
+    assert (adam["steps"] == 10).all() and (adam["eval_samples"] == 58 + 116).all()
+    assert (adam["samples"] == 640 + 64 * adam["finder_steps"]).all() and (adam["finder_steps"] > 0).sum() == 6
+    assert (adam["flops"] == (adam["finder_steps"] + 10) * step + 174 * LENET_EVAL).all()
+    s = analysis.summarize(experiment)["settings"]["adam"]
+    finder = adam[adam["arm_key"] == "finder"]
+    grid = 2 * (10 * step + 174 * LENET_EVAL)  # LRs 0.01 and 50 per seed (adam does not diverge at 50)
+    assert s["compute"]["manual_over_finder_flops"] == pytest.approx(grid / finder["flops"].mean(), rel=1e-12)
+    steps_only = 2 * 10 / (finder["finder_steps"].mean() + 10)  # evaluation is the rest: under 10 % here
+    assert s["compute"]["manual_over_finder_flops"] == pytest.approx(steps_only, rel=0.1)
+    [search] = [r for r in s["strategies"] if r["kind"] == "search"]
+    assert search["compute_flops"]["values"] == [grid, grid]
+    assert s["arms"]["finder"]["flops"]["values"] == finder["flops"].tolist()
+
+
 def test_statuses(experiment):
     t = experiment.trials
     assert set(t.loc[t["lr"] != 50, "status"]) == {"finished"}
@@ -250,6 +272,7 @@ def test_strategies_compute_and_delivered_accuracy_per_seed(experiment):
                                     ("manual:0.01", {0: 40.0, 1: 40.0}, {0: .90, 1: .70}, {0: .86, 1: .60}),
                                     ("manual:50", {0: 20.0, 1: 60.0}, {0: .80, 1: .95}, {0: .95, 1: .88})):
         set_metric(experiment, "sgd", key, "time_s", times)
+        set_metric(experiment, "sgd", key, "flops", {seed: 1e9 * x for seed, x in times.items()})  # the work counted
         set_metric(experiment, "sgd", key, "val_acc", vals)
         set_metric(experiment, "sgd", key, "test_acc", tests)
     for key in ("finder", "cyclic"):  # far below: out of the race
@@ -260,12 +283,14 @@ def test_strategies_compute_and_delivered_accuracy_per_seed(experiment):
     # the grid spends every manual trial of a seed (60, 100) and delivers the one with the best validation
     # accuracy (on seed 0 LR 0.01: .86, though LR 50 tests at .95)
     assert grid["kind"] == "search" and grid["compute_s"]["values"] == [60.0, 100.0]
+    assert grid["compute_flops"]["values"] == [60e9, 100e9] and valley["compute_flops"]["values"] == [10e9, 30e9]
     assert grid["test_acc"]["values"] == pytest.approx([.86, .88]) and grid["seeds"] == [0, 1]
-    # .87 [0.7429, 0.9971]: finder:valley's .82 [.5659, 1.0741] reaches it within its interval, at 20 s against 80 s
+    # .87 [0.7429, 0.9971]: finder:valley's .82 [.5659, 1.0741] reaches it within its interval, at 2e10
+    # FLOPs against 8e10 (the ratio is of work; the seconds are what it took on this host)
     line = verdicts.verdict_lines(s)[0]
     assert line == ("sgd: the cheapest strategy that reaches the grid search's test accuracy (87.00 %) within its "
-                    "interval: finder:valley, 82.00 [56.59, 107.41] %, 20.0 s of compute per seed against 80.0 s "
-                    "(4.0x less), over 2 seeds."), line
+                    "interval: finder:valley, 82.00 [56.59, 107.41] %, 2e10 FLOPs of compute per seed against 8e10 "
+                    "FLOPs (4.0x less; 20.0 s against 80.0 s on this host), over 2 seeds."), line
 
 
 def test_search_compute_to_target_counts_every_trial_in_the_order_they_ran(experiment):
@@ -278,7 +303,8 @@ def test_search_compute_to_target_counts_every_trial_in_the_order_they_ran(exper
     experiment.epochs = pd.concat([e, second], ignore_index=True)
     s = analysis.summarize(experiment, target_acc=0.85)
     run = s["settings"]["sgd"]["search_progress"]["0"]  # by seed (a JSON key)
-    assert run == {"compute_s": [3.0, 5.0, 7.0], "best_val_acc": [0.90, 0.90, 0.90]}
+    assert {k: run[k] for k in ("compute_s", "best_val_acc")} == {"compute_s": [3.0, 5.0, 7.0], "best_val_acc": [0.90, 0.90, 0.90]}
+    assert run["compute_flops"] == sorted(run["compute_flops"]) and len(run["compute_flops"]) == 3  # the work, alike
     assert strategy(s, "sgd", "grid search")["compute_to_target_s"]["values"][0] == 3.0
 
 

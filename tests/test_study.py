@@ -184,6 +184,14 @@ def test_asha_prunes_manual_trials_but_never_the_finder(tmp_path):
     assert len(statuses["manual"]) == 6
     assert any(s == "pruned" and e < 3 for s, e in statuses["manual"])
     assert any(s == "finished" for s, _ in statuses["manual"])
+    # Work counts up to the epoch where ASHA stopped a trial: --smoke's 4,000 images are 63 steps an
+    # epoch at batch 64; 363 validation images an epoch, and the 727 test images once, when finished.
+    from tests.test_trial import LENET_EVAL, LENET_TRAIN
+
+    for t in (t for t in summary["trials"] if t["arm"] == "manual"):
+        evaluated = 363 * t["epochs"] + (727 if t["status"] == "finished" else 0)
+        assert (t["steps"], t["finder_steps"], t["samples"], t["eval_samples"]) == (63 * t["epochs"], 0, 4000 * t["epochs"], evaluated)
+        assert t["flops"] == 4000 * t["epochs"] * LENET_TRAIN + evaluated * LENET_EVAL
 
 
 def test_sensitivity_range_tests_are_the_studys_own(smoke_study, tmp_path):
