@@ -33,8 +33,11 @@ METRIC, MODE = "val_acc", "max"
 # Settings Ray Tune reads only from the environment. TensorBoard events come from Lightning inside
 # each trial; Ray's own TBX logger, added unless the first is set, would write a second copy of
 # every scalar (the CSV and JSON loggers are passed explicitly). Checkpointing every epoch is
-# intended: don't warn about it.
-TUNE_SETTINGS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+# intended: don't warn about it. Ray Tune's newer console output prints a box of the experiment's
+# configuration and its path even at verbose=0; its older one, at verbose=0, prints nothing (the
+# console is study/progress.py's).
+TUNE_SETTINGS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+                 "RAY_AIR_NEW_OUTPUT": "0"}
 
 
 class ManualOnlyASHA(ASHAScheduler):

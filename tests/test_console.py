@@ -1,5 +1,6 @@
 """A quiet console: Lightning's warnings that depend on the data's size are settled by configuring
-it (trainables/trainable.py's Trainer, trainables/batches.py's loader), not filtered."""
+it (trainables/trainable.py's Trainer, trainables/batches.py's loader), not filtered; Ray Tune
+prints no box of its own (study/orchestrate.py's TUNE_SETTINGS)."""
 
 from __future__ import annotations
 
@@ -54,3 +55,4 @@ def test_a_tiny_study_prints_no_lightning_warning_about_the_datas_size(tmp_path)
     assert proc.returncode == 0, console[-3000:]
     assert "[2/2]" in console  # the trials ran and their workers' output had time to reach the console
     assert LOGGING_INTERVAL not in console and WORKERS_HINT not in console, console
+    assert "Configuration for experiment" not in console, console  # Ray Tune's box, printed even at verbose=0
