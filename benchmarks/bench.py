@@ -9,6 +9,8 @@ environment of `make venv` (the `dev` extra brings psutil); `make bench ARGS="--
     python -m benchmarks.bench --only study --study-args="--smoke"
     python -m benchmarks.bench --only scaling       # 2 local nodes x 1 CPU against 1 node x 1 CPU
     python -m benchmarks.bench --only overhead      # Lightning's own per-step cost, and the ratio it allows
+    python -m benchmarks.bench --only scale         # studies of 10, 100 and 1,000 tiny trials: how the cost grows
+    python -m benchmarks.bench --only scale --scale-sizes 10,100,1000,10000 --scale-figure docs/figures/scale.png
 
 throughput: a plain PyTorch loop and a real trial (Lightning + Ray reporting + TensorBoard +
     checkpointing) at the same time, each a Ray Tune trial with 1 CPU, on the same in-memory
@@ -24,12 +26,19 @@ overhead: no Ray; the trial's LightningModule with LeNet swapped for one linear 
     gives the best throughput ratio a Lightning trial can reach on this machine.
 scaling: the same study (--scaling-args) with --address on a local Ray cluster of one node with
     1 CPU, then of two nodes with 1 CPU each (ray.cluster_utils.Cluster); speed-up of Tune's wall.
+scale: studies of tiny trials (--scale-args, as many seeds as make --scale-sizes trials), each run
+    as a user would (`study.run`, then `study.analyze` on its experiment): Ray Tune's seconds per
+    trial and the analysis and report's (timings.json), the driver's peak RSS (sampled), the
+    `study.analyze` process's wall and peak RSS, every figure's size in pixels; the growth from
+    one size to the next as a ratio and as the exponent of a power law (1: linear), extrapolated
+    to 10,000 trials; a log-log figure of the times (--scale-figure).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import statistics
@@ -290,15 +299,170 @@ def bench_scaling(study_args: str) -> dict:
             "nodes_used_2": nodes_used[2]}
 
 
+SCALE_ARGS = "--smoke --subset 512 --epochs 1 --arms manual --lrs 1e-2,1e-1"  # 2 trials per seed, 8 batches each
+SCALE_GOALS = {1000: 10.0, 10_000: 60.0}  # trials: seconds of analysis and report at most (issue 27)
+SCALE_TIMES = {"tune_s": "Ray Tune", "analysis_s": "analysis and report (in the run)", "analyze_s": "study.analyze"}
+
+
+class _PeakRSS(threading.Thread):
+    """Peak RSS of one process, sampled every `period_s` (memory_info reads /proc/PID/statm: cheap)."""
+
+    def __init__(self, pid: int, period_s: float = 0.2):
+        super().__init__(daemon=True)
+        self.process, self.period_s, self.running, self.peak = psutil.Process(pid), period_s, True, 0
+
+    def run(self):
+        while self.running:
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+            except psutil.Error:  # it ended
+                return
+            time.sleep(self.period_s)
+
+
+def _run_sampled(cmd: list[str]) -> tuple[float, float]:
+    """Run `cmd`: its wall seconds and peak RSS in MB; SystemExit with its output's end if it fails."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = _PeakRSS(proc.pid)
+    sampler.start()
+    out, _ = proc.communicate()
+    wall = time.perf_counter() - start
+    sampler.running = False
+    sampler.join()
+    if proc.returncode:
+        raise SystemExit(f"{shlex.join(cmd[1:])} failed ({proc.returncode}):\n{out[-3000:]}")
+    return wall, sampler.peak / 2**20
+
+
+def scale_seeds(trials: int, study_args: str) -> int:
+    """How many --seeds make `trials` trials with `study_args`; SystemExit (exit 2) if none does."""
+    from study.config import build_parser, config_from_args
+    from study.space import trial_count
+
+    per_seed = trial_count(config_from_args(build_parser("study.run", "").parse_args([*shlex.split(study_args), "--seeds", "1"])))
+    if trials < per_seed or trials % per_seed:
+        print(f"benchmarks.bench: error: --scale-sizes: {trials} is not a multiple of the {per_seed} trials per seed of "
+              f"--scale-args", file=sys.stderr)
+        raise SystemExit(2)
+    return trials // per_seed
+
+
+def _pixels(png: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(png) as image:
+        return image.size
+
+
+def scale_growth(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """From each size to the next: the trials' factor, and per key its ratio and the exponent of the
+    power law through the two points (1: linear)."""
+    out = []
+    for a, b in zip(rows, rows[1:]):
+        factor = b["trials"] / a["trials"]
+        out.append({"from": a["trials"], "to": b["trials"], **{k: (b[k] / a[k], math.log(b[k] / a[k]) / math.log(factor))
+                                                                for k in keys}})
+    return out
+
+
+def _scale_figure(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = [r["trials"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in SCALE_TIMES.items():
+        ax.plot(trials, [r[key] for r in rows], marker="o", label=label)
+    ends = (trials[-1], max(10_000, trials[-1]))  # analysis and report, on from the largest study at slope 1
+    ax.plot(ends, [rows[-1]["analysis_s"] * t / trials[-1] for t in ends], color="C1", linestyle=":",
+            label="analysis and report growing linearly")
+    ax.plot(*zip(*SCALE_GOALS.items()), "k*", markersize=9, linestyle="none", label="goal: analysis and report (issue 27)")
+    ax.set(xscale="log", yscale="log", xlabel="trials in the study", ylabel="seconds",
+           title=f"Study cost against its size ({os.cpu_count()} CPUs)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def bench_scale(sizes: list[int], study_args: str, figure: Path | None) -> dict:
+    """Each size's study, then study.analyze on it; see the module's docstring."""
+    seeds = [scale_seeds(n, study_args) for n in sizes]  # every size checked before the first study
+    results = Path(tempfile.mkdtemp(prefix="lrstudy-bench-"))
+    rows = []
+    for n, k in zip(sizes, seeds):
+        exp = results / f"scale{n}"
+        wall, driver_mb = _run_sampled([sys.executable, "-m", "study.run", "--results-dir", str(results), "--name",
+                                        exp.name, *shlex.split(study_args), "--seeds", str(k)])
+        timings = json.loads((exp / "timings.json").read_text())
+        analyze_s, analyze_mb = _run_sampled([sys.executable, "-m", "study.analyze", str(exp)])
+        rows.append({"trials": n, "seeds": k, "process_wall_s": wall, "tune_s": timings["tune_s"],
+                     "analysis_s": timings["analysis_s"], "analyze_s": analyze_s, "driver_peak_mb": driver_mb,
+                     "analyze_peak_mb": analyze_mb, "figures": {p.name: _pixels(p) for p in sorted(exp.glob("*.png"))},
+                     "experiment": str(exp)})
+    if figure:
+        _scale_figure(rows, figure)
+    return {"study_args": study_args, "rows": rows, "figure": str(figure) if figure else None,
+            "growth": scale_growth(rows, (*SCALE_TIMES, "driver_peak_mb", "analyze_peak_mb"))}
+
+
+def _print_scale(r: dict) -> None:
+    print(f"scale       {r['study_args']} --seeds K, each study then `study.analyze` on it:")
+    print(f"{'trials':>8} {'Tune s':>8} {'s/trial':>8} {'analysis s':>11} {'analyze s':>10} {'driver MB':>10} "
+          f"{'analyze MB':>11} {'process s':>10}  largest figure (px)")
+    for row in r["rows"]:
+        name, (w, h) = max(row["figures"].items(), key=lambda f: max(f[1]))
+        print(f"{row['trials']:>8} {row['tune_s']:>8.1f} {row['tune_s'] / row['trials']:>8.3f} {row['analysis_s']:>11.1f} "
+              f"{row['analyze_s']:>10.1f} {row['driver_peak_mb']:>10.0f} {row['analyze_peak_mb']:>11.0f} "
+              f"{row['process_wall_s']:>10.1f}  {w} x {h} {name}")
+    print("            (analysis s: analysis and report in the run, timings.json; analyze s: the study.analyze process, "
+          "imports included; MB: peak RSS)")
+    for name in r["rows"][-1]["figures"]:
+        sizes = ", ".join(f"{row['trials']}: {' x '.join(map(str, row['figures'][name]))}" for row in r["rows"]
+                          if name in row["figures"])
+        print(f"  figure {name} (px, by trials): {sizes}")
+    for g in r["growth"]:
+        print(f"  growth {g['from']} -> {g['to']} trials (x{g['to'] / g['from']:g}): " + ", ".join(
+            f"{label} x{g[key][0]:.2f} (exponent {g[key][1]:.2f})"
+            for key, label in (*SCALE_TIMES.items(), ("driver_peak_mb", "driver memory"),
+                               ("analyze_peak_mb", "study.analyze memory"))))
+    if r["growth"]:  # fixed costs weigh less as the study grows: the power law's exponent rises with the size
+        a, b, g = r["rows"][-2], r["rows"][-1], r["growth"][-1]
+        for key, label in SCALE_TIMES.items():
+            marginal = (b[key] - a[key]) / (b["trials"] - a["trials"])
+            print(f"  {label} extrapolated to 10,000 trials: {b[key] * (10_000 / b['trials']) ** g[key][1]:.0f} s "
+                  f"(power law through the last two sizes), {b[key] + marginal * (10_000 - b['trials']):.0f} s (their "
+                  f"{1000 * marginal:.1f} ms per added trial)")
+    if r["figure"]:
+        print(f"  figure: {r['figure']}")
+    print(f"  experiments in {Path(r['rows'][0]['experiment']).parent}")
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = [int(s) for s in text.split(",")]
+    if not sizes or min(sizes) < 1 or sizes != sorted(set(sizes)):
+        raise ValueError(text)
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=("throughput", "study", "scaling", "overhead"), help="run one benchmark (default: all)")
+    parser.add_argument("--only", choices=("throughput", "study", "scaling", "overhead", "scale"),
+                        help="run one benchmark (default: all)")
     parser.add_argument("--epochs", type=int, default=6, help="throughput: epochs per trial (first is dropped)")
     parser.add_argument("--subset", type=int, default=None,
                         help="throughput and overhead: training images (default: all 55,000)")
     parser.add_argument("--study-args", default="", help="study: extra flags for study.run (default study if empty)")
     parser.add_argument("--scaling-args", default="--subset 20000 --epochs 3",
                         help="scaling: flags for study.run on the 1- and 2-node clusters")
+    parser.add_argument("--scale-sizes", type=_sizes, default=[10, 100, 1000], metavar="N,N,...",
+                        help="scale: trials per study, increasing (default: 10,100,1000)")
+    parser.add_argument("--scale-args", default=SCALE_ARGS, help=f"scale: flags for study.run but --seeds (default: {SCALE_ARGS})")
+    parser.add_argument("--scale-figure", type=Path, default=None, help="scale: write the log-log figure of the times here")
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, {sys.platform}")
     if args.only in (None, "throughput"):
@@ -329,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         r = bench_scaling(args.scaling_args)
         print(f"scaling     {r['study_args']}: 1 node x 1 CPU {r['wall_1']:.1f} s, 2 nodes x 1 CPU {r['wall_2']:.1f} s "
               f"(trials on {r['nodes_used_2']} nodes), speed-up {r['speedup']:.2f}x (goal >= 1.8x)")
+    if args.only in (None, "scale"):
+        _print_scale(bench_scale(args.scale_sizes, args.scale_args, args.scale_figure))
     return 0
 
 

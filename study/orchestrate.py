@@ -150,11 +150,21 @@ def _unfinished_trials(path: str) -> int:
     return sum(t.status not in ("TERMINATED", "ERROR") for t in trials)
 
 
+def tune_settings(config: StudyConfig, resources: dict) -> dict[str, str]:
+    """TUNE_SETTINGS, and for the Bayesian search the pending trials Ray Tune allows: it gives a
+    searcher other than its BasicVariantGenerator one pending trial at a time (its
+    `_get_max_pending_trials`), so a batch of BayesSearch's, all suggested at once, would start one
+    trial after the other; as many as the batch lets them start together."""
+    if config.search != "bayes":
+        return dict(TUNE_SETTINGS)
+    return {**TUNE_SETTINGS, "TUNE_MAX_PENDING_TRIALS_PG": str(trial_slots(resources))}
+
+
 @contextlib.contextmanager
-def _tune_settings():
-    """TUNE_SETTINGS in the environment while the study runs (a user's own values win), and the
-    environment as it was afterwards."""
-    added = {k: v for k, v in TUNE_SETTINGS.items() if k not in os.environ}
+def _tune_settings(settings: dict[str, str] = TUNE_SETTINGS):
+    """`settings` in the environment while the study runs (a user's own values win), and the
+    environment as it was afterwards. Ray Tune reads them when `Tuner.fit` builds its controller."""
+    added = {k: v for k, v in settings.items() if k not in os.environ}
     os.environ.update(added)
     try:
         yield
@@ -167,7 +177,7 @@ def run_study(config: StudyConfig, plan: Plan, data: Dataset, argv: list[str]) -
     """Run (or resume) the whole study; return the experiment's location and the Tuner's wall seconds."""
     resources = trial_resources(config)
     path = storage.prepare_experiment_dir(config)  # only now: remove (--overwrite) or create the folder
-    with _tune_settings():
+    with _tune_settings(tune_settings(config, resources)):
         if config.resume:
             tuner = tune.Tuner.restore(path, trainable=trainable(data, resources), resume_unfinished=True,
                                        resume_errored=True)

@@ -56,3 +56,26 @@ def test_study_benchmark_reads_the_runs_own_timings(tmp_path):
     assert f"Ray start-up {timings['ray_start_s']:.1f} s" in out and f"Ray shutdown {timings['ray_shutdown_s']:.1f} s" in out
     for pattern in (r"lr_find ([\d.]+) s", r"busy / \(wall x \d+ slots\) = ([\d.]+)", r"peak USS (\d+) MB"):
         number(pattern, out)
+
+
+def test_scale_reports_each_studys_times_memory_and_figures(tmp_path):
+    figure = tmp_path / "scale.png"
+    out = bench(tmp_path, "--only", "scale", "--scale-sizes", "4", "--scale-figure", str(figure))
+    exp = Path(re.search(r"experiments in (\S+)", out).group(1)) / "scale4"
+    assert exp.is_relative_to(tmp_path)
+    assert len(list(exp.glob("*/params.json"))) == 4  # 4 trials: --seeds 2 of the 2 default LRs
+    timings = json.loads((exp / "timings.json").read_text())
+    row = re.search(r"^\s+4\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s", out, re.M)
+    assert row, out
+    tune_s, per_trial, analysis_s, analyze_s, driver_mb, analyze_mb, wall = map(float, row.groups())
+    assert tune_s == round(timings["tune_s"], 1) and per_trial == pytest.approx(timings["tune_s"] / 4, abs=1e-3)
+    assert analysis_s == round(timings["analysis_s"], 1) and 0 < analyze_s < wall and driver_mb > 0 and analyze_mb > 0
+    from PIL import Image
+
+    pngs = sorted(exp.glob("*.png"))
+    assert pngs
+    for png in pngs:  # every figure's size as the file has it
+        with Image.open(png) as image:
+            assert f"figure {png.name} (px, by trials): 4: {image.size[0]} x {image.size[1]}" in out
+    with Image.open(figure) as image:
+        assert image.format == "PNG"

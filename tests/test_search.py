@@ -152,3 +152,22 @@ def test_a_real_bayes_study_draws_the_same_lrs_twice(tmp_path):
         assert all(r.read_text().strip() for r in results)  # every trial trained
         lrs.append(manual)
     assert lrs[0] == lrs[1]
+
+
+@pytest.mark.slow
+def test_a_real_bayes_study_starts_a_whole_batch_at_once(tmp_path):
+    """On 4 trial slots a search's batch is 4 trials, suggested together: Ray Tune must start them
+    together too (it allows a searcher one pending trial unless told otherwise), so all 4 run at
+    the same time: each starts before any of them ends."""
+    from tests.conftest import real_data_dir, run_module
+
+    proc = run_module("study.run", "--subset", "2048", "--epochs", "2", "--search", "bayes", "--num-samples", "4",
+                      "--arms", "manual", "--results-dir", str(tmp_path), "--name", "batch",
+                      "--data-dir", str(real_data_dir()), RAY_OVERRIDE_RESOURCES='{"CPU": 4}', timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = tmp_path / "batch"
+    assert json.loads((exp / "study.json").read_text())["bayes"]["batch"] == 4
+    rows = [[json.loads(line) for line in f.read_text().splitlines()] for f in exp.glob("*/result.json")]
+    assert len(rows) == 4 and all(rows)
+    starts, ends = [r[0]["trial_start_ts"] for r in rows], [r[-1]["report_ts"] for r in rows]
+    assert max(starts) < min(ends), f"not all 4 ran at once: starts {sorted(starts)}, ends {sorted(ends)}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 
 
 class ShuffledBatches(Sampler):
@@ -33,20 +33,26 @@ class ShuffledBatches(Sampler):
         yield from order.split(self.batch_size)
 
 
-class TensorBatches(torch.utils.data.Dataset):
-    """Indexing with a whole batch of indices returns the batch: no per-sample work, no collation."""
+class TensorBatches:
+    """One epoch of batches, `(x[index], y[index])` for each index tensor of `sampler`: no
+    per-sample work, no collation. Not a torch DataLoader, on purpose: there is no work for worker
+    processes, and Lightning's hint that a DataLoader "does not have many workers" (on machines of
+    more than two CPUs) looks at DataLoaders alone. Lightning calls `sampler.set_epoch` as it does
+    a DataLoader's."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
+    batch_sampler = None  # Lightning reads a loader's `sampler` and `batch_sampler`, as a DataLoader's
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, sampler: ShuffledBatches):
+        self.x, self.y, self.sampler = x, y, sampler
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.sampler)
 
-    def __getitem__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[index], self.y[index]
+    def __iter__(self):
+        for index in self.sampler:
+            yield self.x[index], self.y[index]
 
 
-def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    """A DataLoader over tensors already on their device (CPU or GPU), in the calling process."""
-    sampler = ShuffledBatches(len(y), batch_size, shuffle, seed, x.device)
-    return DataLoader(TensorBatches(x, y), sampler=sampler, batch_size=None, num_workers=0)
+def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> TensorBatches:
+    """Batches of tensors already on their device (CPU or GPU), in the calling process."""
+    return TensorBatches(x, y, ShuffledBatches(len(y), batch_size, shuffle, seed, x.device))

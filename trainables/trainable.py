@@ -188,7 +188,7 @@ def _quiet_lightning() -> None:
     """Keep the trial logs to what matters: no device banners, tips or known deprecations."""
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" x epochs
-    for pattern in (".*weights_only.*", ".*LeafSpec.*", ".*does not have many workers.*", ".*no `val_dataloader`.*"):
+    for pattern in (".*weights_only.*", ".*LeafSpec.*", ".*no `val_dataloader`.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 
@@ -232,6 +232,7 @@ def run_trial(config: dict, data: Dataset, trial_dir: Path, checkpoint: tune.Che
         enable_model_summary=False,
         enable_checkpointing=False,  # Ray Tune keeps the checkpoints (ReportToTune)
         num_sanity_val_steps=0,
+        log_every_n_steps=0,  # no step logs: ReportToTune logs once per epoch, whatever the epoch's length
     )
     check_every = 50 if use_gpu else 1  # a NaN check syncs the GPU: not on every step there
 
