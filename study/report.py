@@ -2,7 +2,7 @@
 
 `write_report(exp_dir, experiment, summary)` writes what `study.analysis` computed and reads
 nothing from disk: the tables come from study/tables.py, the verdict sentences from
-study/verdicts.py, the figures from study/figures.py; this module adds report.md's prose, one
+study/verdicts.py, the figures from study/figures/; this module adds report.md's prose, one
 section per setting (an optimiser, ...): its verdicts, its arms with means and 95 % intervals over
 seeds, its strategies, the finder rules compared when there are several, every rule's pick on
 each range test, and its trials. Every file is written whole or not at all

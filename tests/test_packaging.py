@@ -65,7 +65,10 @@ def test_cluster_setup_installs_through_the_constraints():
 
 def test_benchmarks_and_psutil_are_developer_tools_not_installed_with_the_project():
     project = pyproject()
-    assert project["tool"]["setuptools"]["packages"] == ["study", "trainables"]
+    packages = project["tool"]["setuptools"]["packages"]  # every package of the project's code, and no other
+    assert packages == ["study", "study.figures", "trainables"]
+    assert sorted(str(p.parent.relative_to(REPO)).replace("/", ".") for d in ("study", "trainables")
+                  for p in (REPO / d).rglob("__init__.py")) == packages
     assert "psutil" not in {Requirement(r).name for r in project["project"]["dependencies"]}
     assert "psutil" in {Requirement(r).name for r in project["project"]["optional-dependencies"]["dev"]}
     assert (REPO / "benchmarks" / "bench.py").is_file() and not (REPO / "study" / "bench.py").exists()

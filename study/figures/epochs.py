@@ -1,0 +1,103 @@
+"""Per-epoch curves of every trial (val_acc.png, val_loss.png, train_curves.png)."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.cm import ScalarMappable
+from matplotlib.collections import LineCollection
+from matplotlib.colors import LinearSegmentedColormap, LogNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from study.analysis import Experiment
+from study.figures.layout import STYLE, faint, figure_legend, floats, joined, panels, present, strategy_colours
+
+
+def _curves(experiment: Experiment, col: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """trial id -> (epochs from 1, values) for every trial with some finite `col`."""
+    e = experiment.epochs
+    values = floats(e[col]) if col in e else np.full(len(e), np.nan)
+    frame = pd.DataFrame({"trial_id": e["trial_id"].to_numpy(), "x": e["epoch"].to_numpy(dtype=float) + 1, "y": values})
+    return {tid: (g["x"].to_numpy(), g["y"].to_numpy()) for tid, g in frame.groupby("trial_id", sort=False)
+            if not np.isnan(g["y"].to_numpy()).all()}
+
+
+def _manual_shades(trials: pd.DataFrame):
+    """The manual trials' colours: greys by LR on a log scale (darker: higher), and the colour bar's
+    mappable (None without a positive manual LR: then every manual trial is grey)."""
+    lrs = trials.loc[trials["arm"] == "manual", "lr"].astype(float)
+    lrs = lrs[lrs > 0]
+    if lrs.empty:
+        return (lambda lr: "grey"), None
+    cmap = LinearSegmentedColormap.from_list("manual", [matplotlib.colormaps["Greys"](v) for v in (0.3, 0.95)])
+    mappable = ScalarMappable(LogNorm(lrs.min(), lrs.max() * (1.0001 if lrs.min() == lrs.max() else 1)), cmap)
+    return (lambda lr: mappable.to_rgba(lr) if lr and lr > 0 else "grey"), mappable
+
+
+def _epoch_axes(ax, metric: str, values: list[np.ndarray]) -> None:
+    """A loss on a log axis when every value is positive, clipped above so that a diverged trial's
+    blow-up (1e24 and more; any value over 10x the median) leaves the plot instead of flattening
+    every other curve."""
+    v = np.concatenate(values) if values else np.array([])
+    v = v[np.isfinite(v)]
+    if metric.endswith("loss") and v.size and (v > 0).all():
+        ax.set_yscale("log")
+        sane = v[v <= 10 * np.median(v)]  # above: a blow-up (chance-level cross-entropy is 2.3)
+        if sane.size < v.size:
+            ax.set_ylim(bottom=v.min() / 1.3, top=1.5 * sane.max())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3, which="both")
+
+
+def plot_epochs(experiment: Experiment, summary: dict, metrics: tuple[str, ...], target_acc: float | None = None) -> Figure | None:
+    """Per-epoch curves of every trial: a row per metric, a panel per setting. Each arm in its
+    strategy's colour (as in compute_vs_accuracy.png), all its seeds of one status one line artist
+    (diverged: dotted); the manual trials one collection, thin, in greys by LR with a colour bar.
+    None without data."""
+    curves = {m: _curves(experiment, m) for m in metrics}
+    trials = experiment.trials
+    drawn = trials[trials["trial_id"].isin(set().union(*curves.values()))]
+    if drawn.empty:
+        return None
+    labels = present(summary, drawn["setting"].tolist())
+    fig, axes = panels(labels, rows=len(metrics), sharey=False, size=(5.0, 3.6))
+    colour, (shade, mappable) = strategy_colours(summary), _manual_shades(trials)
+    for row, metric in zip(axes, metrics):
+        for label, ax in row.items():
+            mine = drawn[drawn["setting"] == label]
+            values = [curves[metric][t][1] for t in mine["trial_id"] if t in curves[metric]]
+            kind = mine["arm_key"].where(mine["arm"] != "manual", "manual")  # every manual LR: one kind
+            for (key, status), group in mine.groupby([kind, mine["status"]], sort=False):
+                found = [curves[metric][t] for t in group["trial_id"] if t in curves[metric]]
+                if not found:
+                    continue
+                if group["arm"].iloc[0] == "manual":
+                    segments = [np.column_stack([x, y]) for x, y in found]
+                    lrs = [lr for t, lr in zip(group["trial_id"], group["lr"]) if t in curves[metric]]
+                    ax.add_collection(LineCollection(segments, colors=[shade(lr) for lr in lrs], linewidths=1,
+                                                     linestyles=STYLE.get(status, "-"), alpha=max(0.3, faint(len(found))),
+                                                     zorder=2, gid=f"manual {status}"))
+                else:
+                    x, y = joined(found)
+                    ax.plot(x, y, marker="o" if len(found) <= 20 else None, ms=3, lw=2, ls=STYLE.get(status, "-"),
+                            color=colour.get(key, "black"), alpha=max(0.25, faint(len(found))), zorder=3,
+                            gid=f"{key} {status}")
+                ax.plot([], [], lw=1 if key.startswith("manual") else 2, color="grey" if key.startswith("manual") else
+                        colour.get(key, "black"), label="manual trial (grey: its LR)" if key.startswith("manual") else key)
+            ax.autoscale_view()
+            _epoch_axes(ax, metric, values)
+            if target_acc is not None and metric.endswith("acc"):
+                ax.axhline(target_acc, color="grey", ls="--", lw=1, label=f"target {target_acc:g}")
+            ax.set_title(f"{metric} per epoch, {label}", fontsize=9)
+        next(iter(row.values())).set_ylabel(metric)
+    for ax in axes[-1].values():
+        ax.set_xlabel("epoch")
+    every = [ax for row in axes for ax in row.values()]
+    for status in sorted(set(drawn["status"]) - {"finished"}):  # line styles of the trials that did not finish
+        every[0].plot([], [], color="black", lw=1, ls=STYLE.get(status, "-"), label=status)
+    figure_legend(fig, every)
+    if mappable is not None:
+        fig.colorbar(mappable, ax=every, location="bottom", shrink=0.4, aspect=40, label="manual trial's LR")
+    return fig
