@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.analysis import Experiment
+from study.experiment import Experiment
 from study.figures import FIGURES, write_figures
 from study.tables import (arms_frame, comparison_frame, flops, fmt, markdown_table, range_tests_frame, rules_frame,
                           shown_arm, strategies_frame, table_frame)

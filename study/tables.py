@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from study.analysis import TRIAL_COLUMNS
+from study.experiment import TRIAL_COLUMNS
 
 
 def fmt(x, spec: str) -> str:

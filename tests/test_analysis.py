@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from study import analysis, figures, report, tables, verdicts
+from study import experiment as experiment_module
 from study.analyze import main as analyze_main
 from tests.conftest import REPO
 
@@ -147,7 +148,7 @@ def test_statuses(experiment):
     ("PENDING", 0, False, "unfinished"),
 ])
 def test_status_rules(ray_status, rows, diverged, status):
-    assert analysis._status(ray_status, rows, diverged, planned=3) == status
+    assert experiment_module._status(ray_status, rows, diverged, planned=3) == status
 
 
 def test_range_tests_one_per_seed_with_every_rule(experiment):

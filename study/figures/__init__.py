@@ -14,7 +14,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from study.analysis import Experiment
+from study.experiment import Experiment
 from study.figures.epochs import plot_epochs
 from study.figures.layout import DPI
 from study.figures.lr_finder import plot_lr_finder, plot_lr_finders

@@ -11,7 +11,7 @@ from matplotlib.colors import LinearSegmentedColormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from study.analysis import Experiment
+from study.experiment import Experiment
 from study.figures.layout import STYLE, faint, figure_legend, floats, joined, panels, present, strategy_colours
 
 

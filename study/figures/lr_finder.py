@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from study.analysis import RANGE_TEST_ARMS, Experiment
+from study.experiment import RANGE_TEST_ARMS, Experiment
 from study.figures.layout import CYCLIC_COLOUR, figure_legend, floats, marker, panels, present
 
 MAX_FINDER_CURVES = 6  # more range-test curves than this in one panel: only the first seed's are drawn
