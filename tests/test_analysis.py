@@ -463,6 +463,45 @@ def test_epoch_curves_one_panel_per_optimiser_colour_per_arm_loss_blow_up_clippe
     assert samples["finder"].get_linestyle() == "-" and samples["diverged"].get_linestyle() == ":"
 
 
+def many_seeds(experiment, seeds: int) -> analysis.Experiment:
+    """The real run's seed-0 trials, every row of them, as if they had run on `seeds` seeds."""
+    t, e = experiment.trials, experiment.epochs
+    base = t[t["seed"] == 0]
+    trials, epochs, curves = [], [], {}
+    for seed in range(seeds):
+        ids = {tid: f"{tid}-{seed}" for tid in base["trial_id"]}
+        trials.append(base.assign(seed=seed, trial_id=base["trial_id"].map(ids)))
+        rows = e[e["trial_id"].isin(ids)]
+        epochs.append(rows.assign(trial_id=rows["trial_id"].map(ids), report_ts=rows["report_ts"] + seed))
+        curves.update({ids[tid]: c for tid, c in experiment.curves.items() if tid in ids})
+    return analysis.Experiment(experiment.name, experiment.study, pd.concat(trials, ignore_index=True),
+                               pd.concat(epochs, ignore_index=True), curves)
+
+
+def test_every_figure_stays_readable_at_500_seeds(experiment, tmp_path):
+    """5,000 trials built from the real run's rows: every figure within 2,000 pixels a side, its
+    legend one entry per arm or strategy (never one per seed), its many curves a few artists."""
+    from PIL import Image
+
+    big = many_seeds(experiment, 500)
+    summary = analysis.summarize(big)
+    assert summary["settings"]["sgd"]["arms"]["finder"]["n_trials"] == 500
+    paths = report.write_report(tmp_path, big, summary)
+    for key, (name, _) in figures.FIGURES.items():
+        width, height = Image.open(tmp_path / name).size
+        assert width <= 2000 and height <= 2000, (name, width, height)
+    strategies = {r["strategy"] for r in summary["strategies"]}
+    for fig in (figures.plot_epochs(big, summary, ("train_loss", "train_acc")), figures.plot_search_progress(summary),
+                figures.plot_test_acc_vs_lr(summary), figures.plot_lr_finders(big, summary)):
+        [legend] = fig.legends
+        labels = [t.get_text() for t in legend.get_texts()]
+        assert len(labels) <= len(strategies) + 12 and sum("seed" in label for label in labels) <= 1, labels
+        assert all(len(label) <= 60 for label in labels), labels  # no list of 500 seeds in one entry either
+        for ax in fig.axes:
+            assert len(ax.get_lines()) + len(ax.collections) < 40, ax.get_title()  # not an artist per trial
+    assert set(paths) >= {"test_acc_vs_lr", "val_acc", "search_progress", "compute_vs_accuracy", "lr_finder"}
+
+
 # ---------------------------------------------------------------- the CLI
 
 

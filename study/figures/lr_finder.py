@@ -119,13 +119,15 @@ def plot_lr_finders(experiment: Experiment, summary: dict) -> Figure | None:
             curves, note = _distinct_curves([(t, c) for t, c in mine if t.seed == seed0]), f", seed {seed0} only"
         drawn, rules = [], {}
         for i, group in enumerate(curves):
-            seeds = ", ".join(dict.fromkeys(str(t.seed) for t, _ in group))
+            seeds = list(dict.fromkeys(t.seed for t, _ in group))  # the seeds that share this test
+            named = ", ".join(map(str, seeds)) if len(seeds) <= 3 else f"{seeds[0]} to {seeds[-1]} ({len(seeds)} seeds)"
             curve = group[0][1]
-            drawn.append(_draw_range_test(ax, curve, cmap(i % 10), f"range test, seed {seeds}", set(trained)))
+            drawn.append(_draw_range_test(ax, curve, cmap(i % 10), f"range test, seed {named}", set(trained)))
             rules.update(dict.fromkeys(curve["suggestions"]))
             lr, loss, ok = _usable(curve)
-            for t, _ in group:
-                if t.arm == "cyclic" and not pd.isna(t.lr) and t.lr > 0:
+            bars = {(t.cyclic_min_lr, t.lr): t for t, _ in group if t.arm == "cyclic"}  # seeds that share a test share its bar
+            for t in bars.values():
+                if not pd.isna(t.lr) and t.lr > 0:
                     y = _at(lr, loss, ok, t.lr)
                     ax.plot([t.cyclic_min_lr, t.lr], [y, y], color=CYCLIC_COLOUR, lw=4, marker="|", ms=14, zorder=4,
                             label="cyclic: min to max LR")

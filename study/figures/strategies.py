@@ -80,7 +80,7 @@ def plot_compute_vs_accuracy(summary: dict) -> Figure | None:
                    [[y["mean"] - max(y_lo, 0.0)], [min(y_hi, 1.0) - y["mean"]]]]
             ax.errorbar([x["mean"]], [y["mean"]], xerr=err[0], yerr=err[1], fmt="s" if r["kind"] == "search" else "o",
                         ms=8, capsize=3, color=colour[r["strategy"]], label=f"{r['strategy']} (n={x['n']})")
-    log_x_panels(axes[0], f"{xlabel} per seed (log scale)", "compute vs test accuracy", "delivered test accuracy")
+    log_x_panels(axes[0], f"{xlabel} per seed, log scale", "compute vs test accuracy", "delivered test accuracy")
     figure_legend(fig, axes[0].values())
     return fig
 
@@ -89,7 +89,7 @@ def _compute_axis(summary: dict) -> tuple[str, str]:
     """What compute is drawn as: the work counted (FLOPs), or seconds for an experiment from before
     work was counted."""
     counted = any(r.get("compute_flops", {}).get("mean") for r in summary["strategies"])
-    return ("compute_flops", "work, FLOPs") if counted else ("compute_s", "compute, s")
+    return ("compute_flops", "work (FLOPs)") if counted else ("compute_s", "compute (s)")
 
 
 def _steps(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -122,6 +122,6 @@ def plot_search_progress(summary: dict) -> Figure | None:
                 ax.plot([t["mean"]], [target], ls="none", marker="v", ms=9, color=colour[r["strategy"]], alpha=0.8,
                         label=f"{r['strategy']}: compute to target")
         ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:g}")
-    log_x_panels(axes[0], f"{xlabel} spent (log scale)", "best validation accuracy so far", "best validation accuracy so far")
+    log_x_panels(axes[0], f"{xlabel} spent, log scale", "best validation accuracy so far", "best validation accuracy so far")
     figure_legend(fig, axes[0].values())
     return fig
