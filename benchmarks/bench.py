@@ -338,9 +338,9 @@ def _run_sampled(cmd: list[str]) -> tuple[float, float]:
 def scale_seeds(trials: int, study_args: str) -> int:
     """How many --seeds make `trials` trials with `study_args`; SystemExit (exit 2) if none does."""
     from study.config import build_parser, config_from_args
-    from study.space import trial_count
+    from study.space import plan
 
-    per_seed = trial_count(config_from_args(build_parser("study.run", "").parse_args([*shlex.split(study_args), "--seeds", "1"])))
+    per_seed = plan(config_from_args(build_parser("study.run", "").parse_args([*shlex.split(study_args), "--seeds", "1"]))).trials
     if trials < per_seed or trials % per_seed:
         print(f"benchmarks.bench: error: --scale-sizes: {trials} is not a multiple of the {per_seed} trials per seed of "
               f"--scale-args", file=sys.stderr)
@@ -450,7 +450,7 @@ def _sizes(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="benchmarks.bench", description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--only", choices=("throughput", "study", "scaling", "overhead", "scale"),
                         help="run one benchmark (default: all)")
     parser.add_argument("--epochs", type=int, default=6, help="throughput: epochs per trial (first is dropped)")

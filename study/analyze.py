@@ -54,7 +54,8 @@ def _target_acc(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Summarize an lrstudy experiment: finder LR vs best manual LR.")
+    p = _Parser(prog=PROG, description="Summarize an lrstudy experiment: finder LR vs best manual LR.",
+                allow_abbrev=False)  # a flag is only ever its whole name
     p.add_argument("exp_dir", help="experiment directory or URI, <results-dir>/<name>")
     p.add_argument("--target-acc", type=_target_acc, default=None,
                    help="validation accuracy for time-to-target, a fraction in (0, 1] "

@@ -108,7 +108,7 @@ def load(exp_dir: Path) -> Experiment:
         tid = trial.trial_id
         status = _status(trial.status, count.get(tid, 0), tid in diverged, trial.config["epochs"])
         table.append(_trial_row(trial, last.get(tid, {}), count.get(tid, 0), best.get(tid), status, curves.get(tid), config))
-    trials = _sort(pd.DataFrame(table), config)
+    trials = _sort(pd.DataFrame(table, columns=None if table else TRIAL_COLUMNS), config)
     trials = trials[list(TRIAL_COLUMNS) + [c for c in trials if c not in TRIAL_COLUMNS]]
     epochs = rows.reindex(columns=EPOCH_COLUMNS).reset_index(drop=True)
     return Experiment(exp_dir.name, study, trials, epochs, curves)
@@ -126,10 +126,12 @@ def _result_rows(trials) -> pd.DataFrame:
         except FileNotFoundError:  # a trial that never reported
             continue
         for line in lines:
-            if line.strip():
+            try:
                 row = json.loads(line)
-                row.pop("config", None)  # the trial's config is its own (trial.config)
-                records.append({**row, "trial_id": trial.trial_id, "order": order})
+            except ValueError:  # blank, or torn by a driver killed mid-write: the epoch is not there
+                continue
+            row.pop("config", None)  # the trial's config is its own (trial.config)
+            records.append({**row, "trial_id": trial.trial_id, "order": order})
     if not records:
         return pd.DataFrame(columns=["trial_id", *EPOCH_COLUMNS[1:], "training_iteration"])
     rows = pd.DataFrame.from_records(records).drop_duplicates(["trial_id", "training_iteration"], keep="last")

@@ -87,6 +87,17 @@ def test_one_row_per_trial_and_epoch_from_rays_rows(experiment, recorded):
         assert (row.arm, row.optimizer, row.seed, row.epochs) == (config["arm"], config["optimizer"], config["seed"], config["epochs"])
 
 
+def test_a_torn_last_line_of_a_result_file_is_left_out(exp_copy):
+    """A driver killed while writing leaves half a line at the end of a result.json: the epochs
+    before it are read as they are, the analysis goes on."""
+    before = analysis.load(exp_copy)
+    torn = exp_copy / before.trials["dir"].iloc[0] / "result.json"
+    torn.write_text(torn.read_text() + '{"val_acc": 0.99, "epoch": 1, "training_iter')
+    after = analysis.load(exp_copy)
+    pd.testing.assert_frame_equal(after.epochs, before.epochs)
+    assert after.trials["val_acc"].tolist() == before.trials["val_acc"].tolist()
+
+
 def test_lr_is_the_trained_one(experiment, recorded):
     for row in experiment.trials.itertuples():
         last = result_rows(recorded / row.dir)[-1]
@@ -518,6 +529,11 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, case):
     p = run_cli(*args)
     assert p.returncode == 2 and p.stdout == ""
     assert len(p.stderr.splitlines()) == 1 and p.stderr.startswith("study.analyze: error: ")
+
+
+def test_cli_flags_are_only_their_whole_names(exp_copy):
+    p = run_cli(exp_copy, "--target", "0.5")  # not --target-acc
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "unrecognized arguments: --target" in p.stderr
 
 
 def test_cli_rewrites_the_report_with_another_target(exp_copy, capsys):

@@ -206,4 +206,4 @@ def test_a_study_on_a_terminal_redraws_one_status_line_from_before_the_first_tri
     assert draws[-1] == ("14", "14", draws[-1][2], "00:00", "0", "7", "0"), draws[-1]
     assert [ln.split("]")[0].split("[")[-1] for ln in screen.splitlines() if "] " in ln and ": done, val_acc " in ln] \
         == [f"{i}/7" for i in range(1, 8)]  # the ended trials' lines, above the status line
-    assert "Study wall time" in screen.split(f"\r14/14 epochs")[-1]  # then the table and verdicts, below
+    assert "Study wall time" in screen.split("\r14/14 epochs")[-1]  # then the table and verdicts, below

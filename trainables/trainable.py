@@ -78,6 +78,7 @@ class ReportToTune(pl.Callback):
         self.hparams = hparams  # the trial's config: its row in TensorBoard's HParams view
         self.test = test
         self.train_time_s = 0.0  # cumulative, survives restarts through the checkpoint
+        self.uncounted = False  # restored from a checkpoint that has no counts (written before they were kept)
         self.steps = 0  # optimiser steps in training (the range test's are fixed["finder_steps"]), likewise
         self.train_samples = 0  # their samples, likewise
         self.eval_samples = 0  # samples evaluated (validation every epoch, test at the last), likewise
@@ -90,9 +91,11 @@ class ReportToTune(pl.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.train_time_s = state["train_time_s"]
-        self.steps, self.train_samples = state["steps"], state["train_samples"]
-        self.eval_samples = state["eval_samples"]
-        self.fixed = {**state["fixed"], **{k: v for k, v in self.fixed.items() if k.startswith("node")}}
+        # A checkpoint from before work was counted has no counts: its trial's work is unknown (None).
+        self.uncounted = "steps" not in state
+        self.steps, self.train_samples, self.eval_samples = (state.get(k, 0) for k in ("steps", "train_samples", "eval_samples"))
+        here = ("torch_threads", "flops_per_train_step", "flops_per_eval_sample")  # this process's, on this node
+        self.fixed = {**state["fixed"], **{k: v for k, v in self.fixed.items() if k.startswith("node") or k in here}}
 
     def on_train_start(self, trainer, pl_module: LitLeNet) -> None:
         if "init_fingerprint" not in self.fixed:  # a fresh trial (a restored one has its fixed back)
@@ -115,6 +118,8 @@ class ReportToTune(pl.Callback):
         """The work so far, cumulative, range test included: `steps` (training's optimiser steps),
         `samples` (training samples, the range test's too), `eval_samples` and `flops` (all of it,
         from the per-unit figures in `fixed`; trainables/work.py)."""
+        if self.uncounted:
+            return dict.fromkeys(("steps", "samples", "eval_samples", "flops"))
         samples = self.fixed["finder_samples"] + self.train_samples
         flops = total_flops(self.fixed["flops_per_train_step"], self.hparams["batch_size"], samples,
                             self.fixed["flops_per_eval_sample"], self.eval_samples)
