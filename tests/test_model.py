@@ -112,8 +112,8 @@ def applied_rates(tmp_path, **kw) -> tuple[list[tuple[float, float]], pl.Trainer
 
     class Watch(pl.Callback):
         def on_train_batch_start(self, trainer, *args):
-            group = trainer.optimizers[0].param_groups[0]
-            seen.append((group["lr"], group["momentum"]))
+            group = trainer.optimizers[0].param_groups[0]  # momentum: SGD's, or beta1
+            seen.append((group["lr"], group["momentum"] if "momentum" in group else group["betas"][0]))
 
     fit = trainer(epochs=2, callbacks=[Watch()])
     fit.fit(LitLeNet(**kw), train, val)
@@ -146,3 +146,12 @@ def test_the_cyclic_lr_refuses_a_schedule_and_an_unknown_schedule_is_refused():
         LitLeNet(lr=0.1, cyclic_min_lr=0.01, lr_schedule="onecycle")
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         LitLeNet(lr=0.1, lr_schedule="step")
+
+
+@pytest.mark.parametrize("lr_free, optimizer", [("prodigy", "sgd"), ("dadapt", "sgd"), ("dadapt", "adam")])
+def test_learning_rate_free_optimisers_take_the_schedule_on_their_base_lr(tmp_path, lr_free, optimizer):
+    """onecycle on the base LR 1.0 (hand-worked as above): 0.04, 1.0 at step 11, 4e-6 at step 39."""
+    seen, fit = applied_rates(tmp_path, lr=1.0, lr_free=lr_free, optimizer=optimizer, lr_schedule="onecycle")
+    assert [seen[step] for step in (0, 11, 39)] == [pytest.approx(r, rel=1e-6) for r in ((0.04, 0.95), (1.0, 0.85), (4e-6, 0.95))]
+    if lr_free == "prodigy":  # under a warm-up, as its README advises
+        assert fit.optimizers[0].param_groups[0]["safeguard_warmup"] is True

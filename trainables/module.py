@@ -121,7 +121,9 @@ class LitLeNet(pl.LightningModule):
         place of --momentum: kept, because that is Smith's one-cycle policy, and fastai's
         fit_one_cycle, for which its lr_find and valley rule were made, cycles it the same way.
         cosine: a linear warm-up over WARMUP_FRACTION of the steps from WARMUP_START x the peak
-        (LinearLR), then cosine decay to zero over the rest (CosineAnnealingLR)."""
+        (LinearLR), then cosine decay to zero over the rest (CosineAnnealingLR).
+        Not for a range test: Lightning's lr_find swaps the scheduler for its own, but OneCycleLR
+        has set the momentum by then, and lr_find's trainer has no epoch limit (no step count)."""
         if self.hparams.lr_schedule == "onecycle":
             return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps)
         warmup = max(1, int(WARMUP_FRACTION * steps))
