@@ -398,6 +398,7 @@ def test_report_md_sections(written):
     for name, _ in figures.FIGURES.values():
         assert f"]({name})" in md
     assert "diverged" in md
+    assert "optimizer=['sgd', 'adam'], lr_schedule=['constant'], seeds=" in md  # the setup names the LR schedules
 
 
 def test_verdict_sentence_numbers(experiment):
