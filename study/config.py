@@ -12,7 +12,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from trainables import LR_FREE, OPTIMIZERS
+from trainables import LR_FREE, LR_SCHEDULES, OPTIMIZERS
 from trainables.finder_rules import RULES as FINDER_RULES
 
 SEARCHES = ("grid", "asha", "bayes")
@@ -23,7 +23,7 @@ PRESETS = ("writeup",)
 # The study's dimensions besides the seed. Each is a StudyConfig field listing values and the key of
 # every trial's config that holds one of them; a *setting* is one value of each (`settings`), and
 # the analysis, tables, verdicts and figures iterate over settings. A new dimension is added here.
-DIMENSIONS = ("optimizer",)
+DIMENSIONS = ("optimizer", "lr_schedule")
 
 
 class ConfigError(ValueError):
@@ -72,6 +72,7 @@ class StudyConfig:
     batch_size: int = _opt(64, "mini-batch size", int)
     optimizer: tuple[str, ...] = _opt(("sgd",), "optimiser(s), comma-separated: the study runs once per optimiser (sgd, adam)", _names(OPTIMIZERS))
     momentum: float = _opt(0.9, "SGD momentum", float)
+    lr_schedule: tuple[str, ...] = _opt(("constant",), "LR schedule(s), comma-separated: the study runs once per schedule, with the arm's LR (manual, the finder's pick, a Bayesian suggestion, the learning-rate-free arms' 1.0) as its peak: constant; onecycle (torch's OneCycleLR, per step, which also cycles the momentum, SGD's or Adam's beta1, 0.95-0.85-0.95 in place of --momentum); cosine (linear warm-up over 5 %% of the steps from 1 %% of the peak, then cosine decay to zero, per step). The cyclic arm keeps its own cycle", _names(LR_SCHEDULES))
     seed: int = _opt(0, "first seed of the trials (seed_everything) and seed of ASHA's LR draws (each bayes search's TPE sampler is seeded with its trials' seed)", int)
     # -- data ---------------------------------------------------------------------------------
     data_dir: str | None = _opt(None, "folder with the four Fashion-MNIST IDX files (default: $FASHION_MNIST_DIR, Debian's package, then torchvision's download)")
@@ -118,7 +119,8 @@ class StudyConfig:
             raise ConfigError("--scheduler asha needs a search that can use it (--search asha or bayes): the grid runs every LR to the end")
         if self.scheduler == "fifo" and self.search == "asha":
             raise ConfigError("--search asha always prunes with ASHA: drop --scheduler fifo")
-        for flag, items in (("--arms", self.arms), ("--optimizer", self.optimizer), ("--finder-rules", self.finder_rules)):
+        for flag, items in (("--arms", self.arms), ("--optimizer", self.optimizer), ("--lr-schedule", self.lr_schedule),
+                            ("--finder-rules", self.finder_rules)):
             if not items or len(set(items)) != len(items):
                 raise ConfigError(f"{flag} must list at least one value, each once")
         for flag, value in (("--epochs", self.epochs), ("--seeds", self.seeds), ("--batch-size", self.batch_size), ("--cpus-per-trial", self.cpus_per_trial),

@@ -154,6 +154,8 @@ def _trial_row(trial, last: dict, epochs: int, best_val_acc, status: str, curve:
         lr = num(last.get("cyclic_max_lr"))
     elif arm == "manual":
         lr = num(config["lr"])
+    elif arm == "finder" and curve:  # its pick: under an LR schedule the peak, not where the schedule ended
+        lr = num(curve.get("suggestion"))
     else:
         lr = num(last.get("lr"))
     if lr is None and curve:

@@ -93,7 +93,7 @@ def render_markdown(summary: dict, figures: dict[str, str]) -> str:
              "test + training) are shown beside them. The finder arm is compared with the whole manual search of "
              f"one seed. Compute to target: until `val_acc` first reached {summary['target_acc']} (the range test "
              "included for the finder and cyclic arms).", ""]
-    keys = ("preset", "search", "optimizer", "seeds", "seed", "arms", "finder_rules", "epochs", "batch_size", "target_acc")
+    keys = ("preset", "search", "optimizer", "lr_schedule", "seeds", "seed", "arms", "finder_rules", "epochs", "batch_size", "target_acc")
     lines += ["Setup: " + ", ".join(f"{k}={cfg[k]}" for k in keys if cfg.get(k) is not None)]
     lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()), ""]
     for label, setting in summary["settings"].items():

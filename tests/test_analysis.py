@@ -110,6 +110,16 @@ def test_lr_is_the_trained_one(experiment, recorded):
             assert row.lr == pytest.approx(last["cyclic_max_lr"]) and row.cyclic_min_lr == pytest.approx(row.lr / 10)
 
 
+def test_a_finder_trials_lr_is_its_pick_not_where_its_lr_schedule_ended(exp_copy):
+    """Under --lr-schedule onecycle or cosine, a finder trial's last reported lr is where its
+    schedule ended (0 for cosine): its LR in the tables is still the pick, the schedule's peak."""
+    finder = analysis.load(exp_copy).trials.query("arm == 'finder'").iloc[0]
+    result = exp_copy / finder["dir"] / "result.json"
+    result.write_text("".join(json.dumps({**r, "lr": 0.0}) + "\n" for r in result_rows(exp_copy / finder["dir"])))
+    [lr] = analysis.load(exp_copy).trials.query("dir == @finder.dir")["lr"]
+    assert lr == finder["lr"] > 0
+
+
 def test_the_result_rows_are_those_ray_tune_reads(recorded, experiment):
     """The analysis reads every result.json once into one table (Ray Tune's ExperimentAnalysis would
     build a DataFrame per trial): the same rows, epoch by epoch, as Ray Tune's own reader gives."""
@@ -388,6 +398,7 @@ def test_report_md_sections(written):
     for name, _ in figures.FIGURES.values():
         assert f"]({name})" in md
     assert "diverged" in md
+    assert "optimizer=['sgd', 'adam'], lr_schedule=['constant'], seeds=" in md  # the setup names the LR schedules
 
 
 def test_verdict_sentence_numbers(experiment):

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from study.config import SMOKE, ConfigError, StudyConfig, build_parser, config_from_args, flag
+from study.config import SMOKE, ConfigError, StudyConfig, build_parser, config_from_args, flag, setting_label
 from study.orchestrate import _tune_settings
 from study.storage import prepare_experiment_dir
 from study.run import _stored_config, main
-from study.space import manual_lrs, trial_points
+from study.space import bayes_searches, manual_lrs, trial_dirname, trial_points
 from tests.conftest import REPO, run_module
 
 
@@ -76,8 +76,8 @@ def test_smoke_shrinks_unless_told_otherwise():
 
 def test_grid_points_are_a_finder_trial_per_default_rule_plus_each_lr_each_a_whole_config():
     points = trial_points(StudyConfig(lrs=(1e-3, 1e-1), seed=4, epochs=3, batch_size=32, subset=1000, normalize=False))
-    common = {"seed": 4, "optimizer": "sgd", "epochs": 3, "batch_size": 32, "momentum": 0.9, "finder_min_lr": 1e-8,
-              "finder_max_lr": 1.0, "finder_num_training": 100, "finder_mode": "exponential", "cpus_per_trial": 1,
+    common = {"seed": 4, "optimizer": "sgd", "lr_schedule": "constant", "epochs": 3, "batch_size": 32, "momentum": 0.9,
+              "finder_min_lr": 1e-8, "finder_max_lr": 1.0, "finder_num_training": 100, "finder_mode": "exponential", "cpus_per_trial": 1,
               "val_size": 5000, "split_seed": 0, "normalize": False, "subset": 1000}
     assert points == [{"arm": "finder", "lr": None, "finder_rule": "lightning", **common},
                       {"arm": "finder", "lr": None, "finder_rule": "valley", **common},
@@ -104,6 +104,29 @@ def test_learning_rate_free_arms_parse_and_run_once_per_optimizer_and_seed():
             if p["arm"] in ("prodigy", "dadapt")]
     assert free == [(a, o, s, 1.0, None) for o in ("sgd", "adam") for s in (0, 1) for a in ("prodigy", "dadapt")]
     assert parse("--arms", "dadapt", "--optimizer", "adam", "--momentum", "1").momentum == 1  # Adam has none
+
+
+def test_lr_schedules_are_a_dimension_of_every_trial_its_folder_and_its_label():
+    assert "--lr-schedule LR_SCHEDULE" in build_parser("t", "").format_help()
+    assert parse().lr_schedule == ("constant",)
+    c = parse("--lr-schedule", "constant,onecycle,cosine", "--optimizer", "sgd,adam", "--arms", "manual,cyclic",
+              "--lrs", "0.1", "--seeds", "2")
+    assert c.settings() == [{"optimizer": o, "lr_schedule": s} for o in ("sgd", "adam") for s in ("constant", "onecycle", "cosine")]
+    points = trial_points(c)
+    assert len(points) == 2 * 3 * 2 * 2  # optimisers x schedules x seeds x arms
+    assert [(p["optimizer"], p["lr_schedule"]) for p in points[::4]] == [(s["optimizer"], s["lr_schedule"]) for s in c.settings()]
+    assert {p["lr_schedule"] for p in points if p["arm"] == "cyclic"} == {"constant", "onecycle", "cosine"}  # it ignores it
+    searches = bayes_searches(replace(c, search="bayes"))  # one Bayesian search per setting and seed
+    assert [(b["optimizer"], b["lr_schedule"], b["seed"]) for b in searches] == \
+        [(s["optimizer"], s["lr_schedule"], seed) for s in c.settings() for seed in (0, 1)]
+
+    class Trial:
+        config, trial_id = points[7], "abc"  # sgd, onecycle, seed 1: cyclic, manual
+
+    assert trial_dirname(Trial) == "manual_lr=0.1_sgd_onecycle_s1_abc"
+    config = c.to_dict()
+    assert [setting_label(s, config) for s in c.settings()[:3]] == ["sgd/constant", "sgd/onecycle", "sgd/cosine"]
+    assert setting_label({"optimizer": "adam", "lr_schedule": "cosine"}, parse("--lr-schedule", "cosine").to_dict()) == "adam"
 
 
 def test_bayes_search_and_its_scheduler_parse():
@@ -148,6 +171,10 @@ def test_asha_draws_are_seeded_log_uniform_and_in_range():
     (["--scheduler", "hyperband"], "invalid choice"),
     (["--optimizer", "rmsprop"], "unknown 'rmsprop'"),
     (["--optimizer", "sgd,sgd"], "each once"),
+    (["--lr-schedule", "step"], "unknown 'step'; choose from constant, onecycle, cosine"),
+    (["--lr-schedule", "onecycle,onecycle"], "--lr-schedule must list at least one value, each once"),
+    (["--lr-schedule", ""], "--lr-schedule must list"),
+    (["--schedule", "onecycle"], "unrecognized arguments: --schedule"),
     (["--arms", "finder,bogus"], "unknown 'bogus'"),
     (["--arms", "finder,dadapt", "--momentum", "1"], "--momentum must be below 1 for --arms dadapt"),
     (["--finder-rules", ""], "--finder-rules"),

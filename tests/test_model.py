@@ -101,3 +101,57 @@ def test_cyclic_lr_moves_between_its_bounds(tmp_path):
 def test_unknown_optimizer_is_refused():
     with pytest.raises(ValueError, match="unknown optimizer"):
         LitLeNet(lr=0.1, optimizer="rmsprop")
+
+
+def applied_rates(tmp_path, **kw) -> tuple[list[tuple[float, float]], pl.Trainer]:
+    """(LR, momentum) of each step of a real 2-epoch training, as the optimiser applies them: 300
+    images in batches of 15, 20 steps an epoch, 40 in all."""
+    pl.seed_everything(0, verbose=False)
+    train, val, _ = tiny_loaders(tmp_path, batch_size=15)
+    seen = []
+
+    class Watch(pl.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            group = trainer.optimizers[0].param_groups[0]  # momentum: SGD's, or beta1
+            seen.append((group["lr"], group["momentum"] if "momentum" in group else group["betas"][0]))
+
+    fit = trainer(epochs=2, callbacks=[Watch()])
+    fit.fit(LitLeNet(**kw), train, val)
+    assert len(seen) == 40
+    return seen, fit
+
+
+def test_constant_schedule_has_no_scheduler_at_all(tmp_path):
+    seen, fit = applied_rates(tmp_path, lr=0.05)
+    assert fit.lr_scheduler_configs == [] and set(seen) == {(0.05, 0.9)}
+
+
+# Hand-worked, peak 0.05 over 40 steps. onecycle (torch's defaults): from 0.05 / 25 = 0.002, peak at
+# step 0.3 x 40 - 1 = 11, down to 0.002 / 1e4 = 2e-7 at step 39; the momentum 0.95, 0.85, 0.95.
+# cosine: warm-up over int(0.05 x 40) = 2 steps, 0.01 x 0.05 = 5e-4, then 0.505 x 0.05 = 0.02525;
+# the peak at step 2; step 39 is step 37 of the cosine's 38: 0.025 x (1 + cos(37 pi / 38)).
+@pytest.mark.parametrize("schedule, expected", [
+    ("onecycle", {0: (0.002, 0.95), 11: (0.05, 0.85), 39: (2e-7, 0.95)}),
+    ("cosine", {0: (5e-4, 0.9), 1: (0.02525, 0.9), 2: (0.05, 0.9), 39: (0.025 * (1 + np.cos(37 * np.pi / 38)), 0.9)}),
+])
+def test_each_schedule_applies_the_hand_worked_rates_at_its_first_peak_and_last_step(tmp_path, schedule, expected):
+    seen, fit = applied_rates(tmp_path, lr=0.05, lr_schedule=schedule)
+    assert [seen[step] for step in expected] == [pytest.approx(rates, rel=1e-6) for rates in expected.values()]
+    assert max(lr for lr, _ in seen) == pytest.approx(0.05, rel=1e-6)  # the arm's LR is the peak
+    assert fit.lr_scheduler_configs[0].interval == "step"
+
+
+def test_the_cyclic_lr_refuses_a_schedule_and_an_unknown_schedule_is_refused():
+    with pytest.raises(ValueError, match="constant with a cyclical LR"):
+        LitLeNet(lr=0.1, cyclic_min_lr=0.01, lr_schedule="onecycle")
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        LitLeNet(lr=0.1, lr_schedule="step")
+
+
+@pytest.mark.parametrize("lr_free, optimizer", [("prodigy", "sgd"), ("dadapt", "sgd"), ("dadapt", "adam")])
+def test_learning_rate_free_optimisers_take_the_schedule_on_their_base_lr(tmp_path, lr_free, optimizer):
+    """onecycle on the base LR 1.0 (hand-worked as above): 0.04, 1.0 at step 11, 4e-6 at step 39."""
+    seen, fit = applied_rates(tmp_path, lr=1.0, lr_free=lr_free, optimizer=optimizer, lr_schedule="onecycle")
+    assert [seen[step] for step in (0, 11, 39)] == [pytest.approx(r, rel=1e-6) for r in ((0.04, 0.95), (1.0, 0.85), (4e-6, 0.95))]
+    if lr_free == "prodigy":  # under a warm-up, as its README advises
+        assert fit.optimizers[0].param_groups[0]["safeguard_warmup"] is True

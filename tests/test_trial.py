@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import math
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from tests.conftest import REPO, make_idx_dir
 from trainables.data import load_dataset
 from trainables.files import FINDER_FILE
 from trainables.model import lenet5
-from trainables.trainable import run_trial
+from trainables.trainable import CHECKPOINT_FILE, run_trial
 from trainables.work import measure
 
 STUDY = StudyConfig(arms=("finder", "manual", "cyclic"), optimizer=("sgd", "adam"), seeds=2, lrs=(0.01,),
@@ -221,3 +223,90 @@ def test_a_trial_counts_its_range_test_training_and_evaluation(work_trials):
 def test_two_runs_of_one_trial_count_the_same_work(work_trials):
     for arm, (rows, again, _) in work_trials.items():
         assert [{k: r[k] for k in WORK_KEYS} for r in rows] == [{k: r[k] for k in WORK_KEYS} for r in again], arm
+
+
+# -- LR schedules (--lr-schedule): 320 training images, 10 batches of 32 an epoch, 20 steps in all -------
+SCHEDULE_STUDY = replace(WORK_STUDY, arms=("finder", "manual", "cyclic"), lr_schedule=("constant", "onecycle", "cosine"))
+
+
+@pytest.fixture(scope="module")
+def schedule_trials(tmp_path_factory) -> dict[tuple[str, str], tuple[dict, list[dict], Path, list[Path]]]:
+    """SCHEDULE_STUDY's trials, run by `run_trial` as Ray runs them fresh: (arm, schedule) -> (config,
+    rows, trial dir, a copy of each epoch's checkpoint); and "data"."""
+    data = load_dataset(str(make_idx_dir(tmp_path_factory.mktemp("idx"), n_train=420)),
+                        val_size=SCHEDULE_STUDY.val_size, strict_counts=False)
+    threads, out = torch.get_num_threads(), {"data": data}
+    with pytest.MonkeyPatch.context() as mp:
+        rows, saved = [], []
+
+        def report(metrics, checkpoint=None):
+            rows.append(dict(metrics))
+            saved.append(Path(shutil.copytree(checkpoint.path, tmp_path_factory.mktemp("checkpoint"), dirs_exist_ok=True)))
+
+        mp.setattr(tune, "report", report)
+        try:
+            for config in trial_points(SCHEDULE_STUDY):
+                trial_dir = tmp_path_factory.mktemp(config["arm"])
+                run_trial(config, data, trial_dir, None, {"trial_start_ts": 0.0, "node_id": "n", "node_ip": "ip"})
+                out[config["arm"], config["lr_schedule"]] = (config, rows[:], trial_dir, saved[:])
+                rows.clear()
+                saved.clear()
+        finally:
+            torch.set_num_threads(threads)
+    return out
+
+
+def test_the_range_test_is_the_same_under_every_schedule(schedule_trials):
+    """It runs before the schedule starts, on a probe without one: its curve and picks do not change."""
+    for arm in ("finder", "cyclic"):
+        curves = [json.loads((schedule_trials[arm, s][2] / FINDER_FILE).read_text()) for s in SCHEDULE_STUDY.lr_schedule]
+        for curve in curves[1:]:
+            assert {k: curve[k] for k in ("lr", "loss_raw", "loss_lightning", "suggestions")} == \
+                {k: curves[0][k] for k in ("lr", "loss_raw", "loss_lightning", "suggestions")}, arm
+
+
+def test_each_epoch_reports_the_schedules_rate_at_its_end_peaking_at_the_arms_lr(schedule_trials):
+    """The LR the optimiser holds when epoch 0 ends (after step 10 of 20) and when the training
+    ends (after step 20). cosine: a warm-up of int(0.05 x 20) = 1 step, then cosine decay over 19
+    steps: peak x (1 + cos(9 pi / 19)) / 2, then 0. onecycle: the peak at step 0.3 x 20 - 1 = 5,
+    then down to peak / 25e4 at step 19: after step 10, peak / 25e4 + (peak - peak / 25e4) x
+    (1 + cos(5 pi / 14)) / 2."""
+    for arm in ("manual", "finder"):
+        peak = SCHEDULE_STUDY.lrs[0] if arm == "manual" else \
+            json.loads((schedule_trials[arm, "constant"][2] / FINDER_FILE).read_text())["suggestion"]
+        rates = {s: [r["lr"] for r in schedule_trials[arm, s][1]] for s in SCHEDULE_STUDY.lr_schedule}
+        low = peak / 25e4
+        assert rates["constant"] == [peak, peak], arm
+        assert rates["cosine"] == [pytest.approx(peak * (1 + math.cos(9 * math.pi / 19)) / 2, rel=1e-9),
+                                   pytest.approx(0.0, abs=1e-15)], arm
+        assert rates["onecycle"][0] == pytest.approx(low + (peak - low) * (1 + math.cos(5 * math.pi / 14)) / 2, rel=1e-9), arm
+        for s in SCHEDULE_STUDY.lr_schedule:  # and the trial's config says which schedule it trained with
+            config, _, trial_dir, _ = schedule_trials[arm, s]
+            assert config["lr_schedule"] == hparams(trial_dir)["lr_schedule"] == s
+
+
+def test_the_cyclic_arm_keeps_its_own_cycle_whatever_the_schedule(schedule_trials):
+    metrics = [[(r["lr"], r["val_acc"], r["train_loss"]) for r in schedule_trials["cyclic", s][1]]
+               for s in SCHEDULE_STUDY.lr_schedule]
+    assert metrics[0] == metrics[1] == metrics[2] and metrics[0][0][0] != metrics[0][1][0]
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_a_restored_trial_resumes_its_schedule_where_it_stopped(schedule_trials, tmp_path, schedule):
+    """Restarted from its checkpoint of epoch 0, as Ray restarts a trial whose worker died, a trial's
+    epoch 1 is the uninterrupted trial's: the same rate at its end, the same training."""
+    config, fresh, _, saved = schedule_trials["manual", schedule]
+    assert (saved[0] / CHECKPOINT_FILE).exists()
+    rows = []
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tune, "report", lambda metrics, **kw: rows.append(dict(metrics)))
+        try:
+            run_trial(config, schedule_trials["data"], tmp_path, tune.Checkpoint.from_directory(saved[0]),
+                      {"trial_start_ts": 0.0, "node_id": "n", "node_ip": "ip"})
+        finally:
+            torch.set_num_threads(threads)
+    [row] = rows
+    keys = ("epoch", "lr", "train_loss", "val_loss", "val_acc", "test_acc", "steps")
+    assert {k: row[k] for k in keys} == {k: fresh[1][k] for k in keys}
+    assert fresh[0]["lr"] != fresh[1]["lr"]

@@ -1,5 +1,6 @@
 """The LightningModule: LeNet-5, cross-entropy, SGD (momentum) or Adam, optionally a cyclical LR,
-or a learning-rate-free optimiser (Prodigy, D-Adaptation) that adapts its own step size.
+or a learning-rate-free optimiser (Prodigy, D-Adaptation) that adapts its own step size; the LR
+constant or on a schedule (one-cycle, cosine) that peaks at it.
 
 Per-epoch metrics are accumulated as tensors inside the steps (no `self.log` per step, no
 host sync on GPU) and read once per epoch through `epoch_metrics()`.
@@ -15,8 +16,12 @@ import torch.nn.functional as F
 from dadaptation import DAdaptAdam, DAdaptSGD
 from prodigyopt import Prodigy
 
-from trainables import LR_FREE, OPTIMIZERS
+from trainables import LR_FREE, LR_SCHEDULES, OPTIMIZERS
 from trainables.model import lenet5
+
+
+WARMUP_FRACTION = 0.05  # cosine: the linear warm-up's share of the training's steps ...
+WARMUP_START = 0.01  # ... from this fraction of the peak LR
 
 
 class Diverged(RuntimeError):
@@ -47,12 +52,16 @@ class LitLeNet(pl.LightningModule):
         cyclic_min_lr: float | None = None,
         divergence_check_every: int = 1,
         lr_free: str | None = None,
+        lr_schedule: str = "constant",
     ):
         """`cyclic_min_lr` set: the LR cycles (triangular CyclicLR) between it and `lr`.
-        `lr_free` set ("prodigy", "dadapt"): that optimiser, `lr` its base LR (see `configure_optimizers`)."""
+        `lr_free` set ("prodigy", "dadapt"): that optimiser, `lr` its base LR (see `configure_optimizers`).
+        `lr_schedule` (LR_SCHEDULES): how the LR moves over the training, `lr` its peak (see `schedule`)."""
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if lr_schedule not in LR_SCHEDULES or (lr_schedule != "constant" and cyclic_min_lr is not None):
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, constant with a cyclical LR; got {lr_schedule!r}")
         if lr_free is not None and (lr_free not in LR_FREE or cyclic_min_lr is not None):
             raise ValueError(f"lr_free must be one of {', '.join(LR_FREE)}, without a cyclical LR; got {lr_free!r}")
         self.save_hyperparameters()
@@ -69,31 +78,59 @@ class LitLeNet(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
+        opt = self._optimizer()
+        if hp.cyclic_min_lr is not None:
+            steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs))
+            sched = torch.optim.lr_scheduler.CyclicLR(
+                opt,
+                base_lr=hp.cyclic_min_lr,
+                max_lr=self.lr,
+                step_size_up=2 * steps_per_epoch,  # Smith: a half cycle of 2-10 epochs
+                cycle_momentum=hp.optimizer == "sgd",
+            )
+        elif hp.lr_schedule != "constant":
+            sched = self.schedule(opt, int(self.trainer.estimated_stepping_batches))
+        else:
+            return opt  # constant: no scheduler at all
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        hp = self.hparams
         # The learning-rate-free optimisers as their authors' READMEs recommend: lr 1.0 (the study
-        # passes it), everything else at its default (Prodigy: d_coef 1, no weight decay, no
-        # safeguard_warmup since nothing warms up; D-Adaptation: no weight decay, unlimited
-        # growth_rate), and no scheduler, like the manual arms.
+        # passes it), everything else at its default (Prodigy: d_coef 1, no weight decay;
+        # D-Adaptation: no weight decay, unlimited growth_rate). Both take an LR schedule on that
+        # base LR ("use the same scheduler you would normally use"; Prodigy's README: cosine, and
+        # safeguard_warmup=True under a warm-up, which both schedules here start with).
         if hp.lr_free == "prodigy":  # Adam-based, for either --optimizer
-            return Prodigy(self.parameters(), lr=self.lr)
+            return Prodigy(self.parameters(), lr=self.lr, safeguard_warmup=hp.lr_schedule != "constant")
         if hp.lr_free == "dadapt":
             if hp.optimizer == "sgd":
                 return DAdaptSGD(self.parameters(), lr=self.lr, momentum=hp.momentum)
             return DAdaptAdam(self.parameters(), lr=self.lr)
         if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=hp.momentum)
-        else:
-            opt = torch.optim.Adam(self.parameters(), lr=self.lr)
-        if hp.cyclic_min_lr is None:
-            return opt
-        steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs))
-        sched = torch.optim.lr_scheduler.CyclicLR(
-            opt,
-            base_lr=hp.cyclic_min_lr,
-            max_lr=self.lr,
-            step_size_up=2 * steps_per_epoch,  # Smith: a half cycle of 2-10 epochs
-            cycle_momentum=hp.optimizer == "sgd",
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+            return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=hp.momentum)
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+    def schedule(self, opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+        """The scheduler of `lr_schedule` over `steps` optimiser steps, stepped once per step, its
+        peak the optimiser's LR.
+
+        onecycle: torch's OneCycleLR with its defaults: from peak/25 up to the peak over the first
+        30 % of the steps (cosine annealing), then down to peak/25/1e4. It also cycles the momentum
+        (cycle_momentum=True), SGD's or Adam's beta1, 0.95 -> 0.85 -> 0.95, against the LR, in
+        place of --momentum: kept, because that is Smith's one-cycle policy, and fastai's
+        fit_one_cycle, for which its lr_find and valley rule were made, cycles it the same way.
+        cosine: a linear warm-up over WARMUP_FRACTION of the steps from WARMUP_START x the peak
+        (LinearLR), then cosine decay to zero over the rest (CosineAnnealingLR).
+        Not for a range test: Lightning's lr_find swaps the scheduler for its own, but OneCycleLR
+        has set the momentum by then, and lr_find's trainer has no epoch limit (no step count)."""
+        if self.hparams.lr_schedule == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps)
+        warmup = max(1, int(WARMUP_FRACTION * steps))
+        return torch.optim.lr_scheduler.SequentialLR(opt, [
+            torch.optim.lr_scheduler.LinearLR(opt, start_factor=WARMUP_START, end_factor=1.0, total_iters=warmup),
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps - warmup), eta_min=0.0),
+        ], milestones=[warmup])
 
     # -- accumulation -------------------------------------------------------------------------
     def _accumulate(self, stage: str, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:

@@ -10,14 +10,17 @@ params.json):
   the manual LR, the base LR 1.0 of the learning-rate-free arms; None for the arms whose LR the
   range test picks), "seed", "optimizer" ("sgd" | "adam"), "finder_rule" (str, None for manual and
   learning-rate-free trials);
-* training: "epochs", "batch_size", "momentum" (SGD), "cpus_per_trial" (torch threads);
+* training: "lr_schedule" ("constant" | "onecycle" | "cosine", peaking at the arm's LR; the
+  cyclic arm keeps its own cycle), "epochs", "batch_size", "momentum" (SGD), "cpus_per_trial"
+  (torch threads);
 * the range test: "finder_min_lr", "finder_max_lr", "finder_num_training", "finder_mode";
 * the data the driver loaded and passed as `data`: "val_size", "split_seed", "normalize",
   "subset" (they describe it; the trial reads the arrays it gets).
 
 Every epoch the trial reports to Tune (and to TensorBoard, in its own trial directory) the
 metrics in `EPOCH_METRICS` (`lr`: the step size the optimiser applies, d x lr for the
-learning-rate-free arms, see `trainables.module.step_size`), plus bookkeeping (arm, timings,
+learning-rate-free arms, see `trainables.module.step_size`, as it stands when the epoch ends:
+under a schedule, the rate of the next step), plus bookkeeping (arm, timings,
 node and its hardware, the fingerprints of its initial weights and first batches) and the work
 done so far (`ReportToTune.work`); the last epoch adds the test-set metrics. A Lightning
 checkpoint travels with every report, so Ray can restart a killed trial from its last epoch.
@@ -276,14 +279,17 @@ def finder_range_test(trainer: pl.Trainer, train_loader, optimizer: str, momentu
 
 
 def _new_model(config, trainer, train_loader, trial_dir, logger, report, check_every) -> LitLeNet:
-    common = {"optimizer": config["optimizer"], "momentum": config["momentum"]}
+    # The arm's LR is the peak of the trial's LR schedule; the cyclic arm keeps its own cycle.
+    schedule = config["lr_schedule"] if config["arm"] != "cyclic" else "constant"
+    common = {"optimizer": config["optimizer"], "momentum": config["momentum"], "lr_schedule": schedule}
     if config["arm"] == "manual":
         return LitLeNet(lr=config["lr"], divergence_check_every=check_every, **common)
     if config["arm"] in LR_FREE:  # no range test: the optimiser adapts its step size from the base LR
         return LitLeNet(lr=config["lr"], lr_free=config["arm"], divergence_check_every=check_every, **common)
     # finder and cyclic arms: Lightning's range test on the training data gives the LR (or, for
     # Smith's cyclical arm, the top of the range), then this same trial trains with it, from the
-    # same initial weights (lr_find restores them).
+    # same initial weights (lr_find restores them). The range test's probe has no LR schedule
+    # (OneCycleLR would set its momentum on construction): the test is the same under any schedule.
     probe, result = finder_range_test(trainer, train_loader, config["optimizer"], config["momentum"],
                                       config["finder_min_lr"], config["finder_max_lr"],
                                       config["finder_num_training"], config["finder_mode"])
