@@ -14,6 +14,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from trainables.finder_rules import RULES
 
@@ -63,6 +64,7 @@ def figure_legend(fig: Figure, axes) -> None:
 def log_x_panels(axes: dict, xlabel: str, title: str, ylabel: str) -> None:
     for label, ax in axes.items():
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels collide on a short range
         ax.set_xlabel(xlabel)
         ax.set_title(f"{title}, {label}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
