@@ -113,7 +113,8 @@ def test_experiment_loads_with_rays_own_tools(smoke_study):
     assert all(t.status == "TERMINATED" for t in analysis.trials)
 
 
-METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "test_loss", "test_acc")
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "test_loss", "test_acc",
+           "steps", "finder_steps", "samples", "eval_samples", "flops")  # metrics and the work counted
 
 
 def metric_history(exp: Path) -> dict:
@@ -126,7 +127,7 @@ def metric_history(exp: Path) -> dict:
     return out
 
 
-def test_same_command_twice_gives_identical_metrics(smoke_study, tmp_path):
+def test_same_command_twice_gives_identical_metrics_and_work(smoke_study, tmp_path):
     from tests.conftest import real_data_dir, run_module
 
     exp, _ = smoke_study
