@@ -485,6 +485,20 @@ def test_epoch_curves_one_panel_per_optimiser_colour_per_arm_loss_blow_up_clippe
     assert samples["finder"].get_linestyle() == "-" and samples["diverged"].get_linestyle() == ":"
 
 
+def test_the_lr_each_epoch_ended_at_is_drawn_per_arm_on_a_log_axis(experiment):
+    """train_curves.png's last row: each epoch's `lr` (a schedule's rate at the epoch's end), each
+    arm's trials one artist, its values those the trials reported."""
+    summary = analysis.summarize(experiment)
+    fig = figures.plot_epochs(experiment, summary, ("lr",))
+    sgd = fig.axes[0]
+    assert sgd.get_title() == "lr per epoch, sgd" and sgd.get_yscale() == "log"
+    [valley] = [line for line in sgd.get_lines() if line.get_gid() == "finder:valley finished"]
+    t, e = experiment.trials, experiment.epochs
+    ids = t[(t["optimizer"] == "sgd") & (t["arm_key"] == "finder:valley")]["trial_id"]
+    drawn = valley.get_ydata()
+    assert sorted(drawn[np.isfinite(drawn)]) == sorted(e[e["trial_id"].isin(ids)]["lr"].astype(float))
+
+
 def many_seeds(experiment, seeds: int) -> analysis.Experiment:
     """The real run's seed-0 trials, every row of them, as if they had run on `seeds` seeds."""
     t, e = experiment.trials, experiment.epochs

@@ -29,7 +29,7 @@ FIGURES = {  # key: (file, title in report.md), in the report's order
     "lr_finder": ("lr_finder.png", "LR finder, loss vs learning rate"),
     "val_acc": ("val_acc.png", "validation accuracy per epoch"),
     "val_loss": ("val_loss.png", "validation loss per epoch"),
-    "train_curves": ("train_curves.png", "training loss and accuracy per epoch"),
+    "train_curves": ("train_curves.png", "training loss, accuracy and the LR each epoch ended at (its schedule's)"),
     "compute_vs_accuracy": ("compute_vs_accuracy.png", "Every strategy: work per seed against delivered test accuracy"),
     "search_progress": ("search_progress.png", "The manual search as it ran: best validation accuracy against work"),
 }
@@ -53,7 +53,7 @@ def write_figures(exp_dir: Path, experiment: Experiment, summary: dict) -> dict[
         "lr_finder": (lambda: plot_lr_finders(experiment, summary), "no usable range-test curve"),
         "val_acc": (lambda: plot_epochs(experiment, summary, ("val_acc",), target), "no trial reported val_acc"),
         "val_loss": (lambda: plot_epochs(experiment, summary, ("val_loss",)), "no trial reported val_loss"),
-        "train_curves": (lambda: plot_epochs(experiment, summary, ("train_loss", "train_acc")),
+        "train_curves": (lambda: plot_epochs(experiment, summary, ("train_loss", "train_acc", "lr")),
                          "no trial reported train_loss or train_acc"),
         "compute_vs_accuracy": (lambda: plot_compute_vs_accuracy(summary), "no strategy delivered a tested model"),
         "search_progress": (lambda: plot_search_progress(summary), "no manual search"),

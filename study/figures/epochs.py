@@ -39,7 +39,7 @@ def _manual_shades(trials: pd.DataFrame):
 def _epoch_axes(ax, metric: str, values: list[np.ndarray]) -> None:
     """A loss on a log axis when every value is positive, clipped above so that a diverged trial's
     blow-up (1e24 and more; any value over 10x the median) leaves the plot instead of flattening
-    every other curve."""
+    every other curve; the LR on a log axis when every value is positive."""
     v = np.concatenate(values) if values else np.array([])
     v = v[np.isfinite(v)]
     if metric.endswith("loss") and v.size and (v > 0).all():
@@ -47,6 +47,8 @@ def _epoch_axes(ax, metric: str, values: list[np.ndarray]) -> None:
         sane = v[v <= 10 * np.median(v)]  # above: a blow-up (chance-level cross-entropy is 2.3)
         if sane.size < v.size:
             ax.set_ylim(bottom=v.min() / 1.3, top=1.5 * sane.max())
+    elif metric == "lr" and v.size and (v > 0).all():  # the rate each epoch ended at: decades apart
+        ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3, which="both")
 
