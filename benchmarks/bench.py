@@ -148,7 +148,7 @@ def bench_overhead(subset: int | None, repeats: int = 3) -> dict:
     from trainables.batches import batches
     from trainables.data import load_dataset
     from trainables.model import lenet5
-    from trainables.module import LitLeNet
+    from trainables.module import LitClassifier
 
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*(LeafSpec|no `val_dataloader`).*")
@@ -174,7 +174,7 @@ def bench_overhead(subset: int | None, repeats: int = 3) -> dict:
             self.seconds = time.perf_counter() - self.start
 
     def lightning() -> float:
-        model, timer = LitLeNet(lr=0.01), EpochTime()
+        model, timer = LitClassifier(lr=0.01), EpochTime()
         model.net = linear()
         trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, callbacks=[timer],
                              enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,

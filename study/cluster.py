@@ -15,6 +15,7 @@ import ray
 import yaml
 
 from study.config import ConfigError, StudyConfig
+from trainables import tasks
 
 DEFAULT_GPU_FRACTION = 0.25  # four trials share one GPU: LeNet uses a sliver of one
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")  # written by `ray up` on the head node
@@ -28,18 +29,21 @@ def _drop_token_auth_notice(record: logging.LogRecord) -> bool:
 
 
 def connect(config: StudyConfig) -> None:
-    """Start a local Ray instance, or attach to the cluster at --address."""
+    """Start a local Ray instance, or attach to the cluster at --address. The user's task files
+    and packages go to every node with the job (runtime_env's py_modules: trainables/tasks.py)."""
     if ray.is_initialized():
         return
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_drop_token_auth_notice)
     unreachable = _unreachable(config.address) if config.address else None
     if unreachable:  # Ray itself retries an unreachable HOST:PORT for about 14 minutes
         raise ConfigError(f"cannot reach --address {config.address}: {unreachable}")
+    runtime_env = {"env_vars": {"TQDM_DISABLE": "1"}}  # lr_find draws a progress bar per step into every trial's log
+    shipped = tasks.ship(config.task)
+    if shipped:
+        runtime_env["py_modules"] = shipped
     try:
         ray.init(address=config.address, include_dashboard=False if config.address is None else None,
-                 log_to_driver=True, configure_logging=True, logging_level="WARNING",
-                 # lr_find draws a progress bar per step into every trial's log; tqdm reads this at import
-                 runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
+                 log_to_driver=True, configure_logging=True, logging_level="WARNING", runtime_env=runtime_env)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"--address {config.address}" if config.address else "a local Ray instance"
         raise ConfigError(f"cannot start or reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

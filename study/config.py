@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from trainables import LR_FREE, LR_SCHEDULES, OPTIMIZERS
 from trainables.finder_rules import RULES as FINDER_RULES
+from trainables import tasks
 
 SEARCHES = ("grid", "asha", "bayes")
 SCHEDULERS = ("fifo", "asha")
@@ -23,7 +24,7 @@ PRESETS = ("writeup",)
 # The study's dimensions besides the seed. Each is a StudyConfig field listing values and the key of
 # every trial's config that holds one of them; a *setting* is one value of each (`settings`), and
 # the analysis, tables, verdicts and figures iterate over settings. A new dimension is added here.
-DIMENSIONS = ("optimizer", "lr_schedule")
+DIMENSIONS = ("task", "optimizer", "lr_schedule")
 
 
 class ConfigError(ValueError):
@@ -52,6 +53,16 @@ def _names(allowed: tuple[str, ...]):
     return parse
 
 
+def _tasks(text: str) -> tuple[str, ...]:
+    """--task: built-in task names, or a user's tasks as path/to/file.py:NAME or package.module:NAME."""
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [t for t in items if not tasks.is_builtin(t) and ":" not in t]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(map(repr, unknown))}; choose from {', '.join(tasks.BUILTIN)}, "
+                                         "or name your own as path/to/file.py:NAME or package.module:NAME")
+    return items
+
+
 def _opt(default, help: str, parse=None, choices=None):
     return field(default=default, metadata={"help": help, "parse": parse, "choices": choices})
 
@@ -68,6 +79,7 @@ class StudyConfig:
     seeds: int = _opt(1, "run every arm with this many seeds: --seed, --seed+1, ...", int)
     preset: str | None = _opt(None, "'writeup': the write-up's setting (Adam, 5 epochs, 48k/12k split, no normalisation, LRs 1e-5,1e-4,1e-1,2e-3,0.0363)", choices=PRESETS)
     # -- training -----------------------------------------------------------------------------
+    task: tuple[str, ...] = _opt(("fashion-lenet",), "task(s), comma-separated: a model and its data; the study runs once per task. Built in, on Fashion-MNIST: fashion-lenet (LeNet-5), fashion-mlp (fully connected, no convolutions), fashion-resnet (a small residual network with BatchNorm, 5 epochs unless --epochs). Your own: path/to/file.py:NAME or package.module:NAME, an object with model and data (README: Your model, your data)", _tasks)
     epochs: int = _opt(10, "epochs per trial", int)
     batch_size: int = _opt(64, "mini-batch size", int)
     optimizer: tuple[str, ...] = _opt(("sgd",), "optimiser(s), comma-separated: the study runs once per optimiser (sgd, adam)", _names(OPTIMIZERS))
@@ -119,7 +131,7 @@ class StudyConfig:
             raise ConfigError("--scheduler asha needs a search that can use it (--search asha or bayes): the grid runs every LR to the end")
         if self.scheduler == "fifo" and self.search == "asha":
             raise ConfigError("--search asha always prunes with ASHA: drop --scheduler fifo")
-        for flag, items in (("--arms", self.arms), ("--optimizer", self.optimizer), ("--lr-schedule", self.lr_schedule),
+        for flag, items in (("--arms", self.arms), ("--task", self.task), ("--optimizer", self.optimizer), ("--lr-schedule", self.lr_schedule),
                             ("--finder-rules", self.finder_rules)):
             if not items or len(set(items)) != len(items):
                 raise ConfigError(f"{flag} must list at least one value, each once")
@@ -145,7 +157,7 @@ class StudyConfig:
 
     def settings(self) -> list[dict]:
         """Every setting of the study, one value per dimension, in the order of the flags' values:
-        [{"optimizer": "sgd"}, {"optimizer": "adam"}]."""
+        [{"task": "fashion-lenet", "optimizer": "sgd", "lr_schedule": "constant"}, ...]."""
         return [dict(zip(DIMENSIONS, values)) for values in itertools.product(*(getattr(self, d) for d in DIMENSIONS))]
 
     @property
@@ -167,10 +179,26 @@ PRESET = {"writeup": {"optimizer": ("adam",), "batch_size": 64, "epochs": 5, "va
                       "finder_min_lr": 1e-8, "finder_max_lr": 1.0, "finder_num_training": 100}}
 
 
+def dimension_value(dimension: str, value) -> str:
+    """A dimension's value as tables, figures and folder names show it (a user's task by its short name)."""
+    return tasks.name(value) if dimension == "task" else str(value)
+
+
 def setting_label(setting: dict, config: dict) -> str:
     """A setting's name in tables, verdicts and figure panels: its optimiser, and each other
-    dimension's value where the study (`config`, as a dict) lists several ("sgd", "mlp/sgd")."""
-    return "/".join(str(setting[d]) for d in DIMENSIONS if d == "optimizer" or len(config.get(d) or ()) > 1)
+    dimension's value where the study (`config`, as a dict) lists several ("sgd", "fashion-mlp/sgd")."""
+    return "/".join(dimension_value(d, setting[d]) for d in DIMENSIONS if d == "optimizer" or len(config.get(d) or ()) > 1)
+
+
+def with_task_defaults(config: StudyConfig, defaults: dict, given: set[str]) -> StudyConfig:
+    """One task's config: the task's `defaults` (trainables/tasks.py) for the fields that neither
+    the command line (`given`), --smoke nor --preset set."""
+    fixed = set(given) | (set(SMOKE) if config.smoke else set()) | (set(PRESET[config.preset]) if config.preset else set())
+    own = {k: tuple(v) if isinstance(v, list) else v for k, v in defaults.items() if k not in fixed}
+    try:
+        return replace(config, **own).validate()
+    except ConfigError as e:
+        raise ConfigError(f"with its task's defaults {own}: {e}") from None
 
 
 def flag(name: str, default=None) -> str:

@@ -67,16 +67,19 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def write_study_record(path: str, config: StudyConfig, plan: Plan, data: Dataset, resources: dict,
+def write_study_record(path: str, config: StudyConfig, plan: Plan, data: dict[str, Dataset], resources: dict,
                        argv: list[str]) -> None:
     """What produced the results, next to them: config, command line, versions, data, resources,
     and what the seconds were measured on: the driver's CPU, each trial's torch threads and the
     cluster's GPU types as Ray names them (every trial reports its own node's CPU and GPU too:
     node_cpu, node_gpu)."""
-    cluster = ray.cluster_resources()
+    cluster, first = ray.cluster_resources(), next(iter(data.values()))
     record = {"config": config.to_dict(), "argv": argv, "versions": _versions(),
               "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "data": {"source": data.source, **data.sizes()}, "resources_per_trial": resources,
+              # the first task's data, then every task's by its --task spec
+              "data": {"source": first.source, **first.sizes(),
+                       "tasks": {spec: {"source": d.source, **d.sizes()} for spec, d in data.items()}},
+              "resources_per_trial": resources,
               "cluster": {k: v for k, v in cluster.items() if k in ("CPU", "GPU", "memory")},
               "hardware": {"driver_cpu": cpu_model(), "torch_threads_per_trial": config.cpus_per_trial,
                            "gpu_types": sorted(k.split(":", 1)[1] for k in cluster if k.startswith("accelerator_type:"))},
@@ -86,16 +89,16 @@ def write_study_record(path: str, config: StudyConfig, plan: Plan, data: Dataset
     storage.write_text(path, storage.STUDY_FILE, json.dumps(record, indent=2))
 
 
-def trainable(data: Dataset, resources: dict):
+def trainable(data: dict[str, Dataset], resources: dict):
     """The trial as Ray Tune runs it, for a fresh start and a --resume alike: `train_trial` with
-    the data through the object store, on `resources` per trial."""
+    every task's data (by --task spec) through the object store, on `resources` per trial."""
     return tune.with_resources(tune.with_parameters(train_trial, data=data), resources)
 
 
-def build_tuner(config: StudyConfig, plan: Plan, data: Dataset, resources: dict) -> tune.Tuner:
+def build_tuner(config: StudyConfig, plan: Plan, data: dict[str, Dataset], resources: dict) -> tune.Tuner:
     points, searches = plan.points, plan.searches
     if config.pruned:
-        scheduler = ManualOnlyASHA(time_attr="training_iteration", max_t=config.epochs, grace_period=1, reduction_factor=3)
+        scheduler = ManualOnlyASHA(time_attr="training_iteration", max_t=plan.max_epochs, grace_period=1, reduction_factor=3)
     else:
         scheduler = FIFOScheduler()
     if config.search == "bayes":  # the points first, then each search's LRs in batches of the trials run at once
@@ -112,11 +115,11 @@ def build_tuner(config: StudyConfig, plan: Plan, data: Dataset, resources: dict)
             trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname,
             reuse_actors=True,  # a worker keeps torch and Lightning imported from one trial to the next
         ),
-        run_config=_run_config(config, plan.trials),
+        run_config=_run_config(config, plan),
     )
 
 
-def _run_config(config: StudyConfig, trials: int) -> tune.RunConfig:
+def _run_config(config: StudyConfig, plan: Plan) -> tune.RunConfig:
     return tune.RunConfig(
         name=config.name,
         storage_path=storage.storage_path(config.results_dir),  # a URI goes to Ray unchanged
@@ -129,7 +132,8 @@ def _run_config(config: StudyConfig, trials: int) -> tune.RunConfig:
         # per ended trial (study/progress.py), which go to trials.log, instead of Ray Tune's boxes
         # and tables (verbose=0, and RAY_AIR_NEW_OUTPUT=0 in TUNE_SETTINGS)
         callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
-                   Progress(storage.experiment_dir(config.results_dir, config.name), trials, config.epochs)],
+                   Progress(storage.experiment_dir(config.results_dir, config.name), plan.trials, config.epochs,
+                            epochs_planned=plan.epochs)],
         verbose=0,
     )
 
@@ -173,7 +177,7 @@ def _tune_settings(settings: dict[str, str] = TUNE_SETTINGS):
             os.environ.pop(k, None)
 
 
-def run_study(config: StudyConfig, plan: Plan, data: Dataset, argv: list[str]) -> tuple[str, float]:
+def run_study(config: StudyConfig, plan: Plan, data: dict[str, Dataset], argv: list[str]) -> tuple[str, float]:
     """Run (or resume) the whole study; return the experiment's location and the Tuner's wall seconds."""
     resources = trial_resources(config)
     path = storage.prepare_experiment_dir(config)  # only now: remove (--overwrite) or create the folder

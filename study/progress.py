@@ -21,6 +21,7 @@ from ray import tune
 from tqdm import tqdm
 
 from study import storage
+from study.config import DIMENSIONS, StudyConfig, dimension_value
 from trainables import LR_FREE
 
 LOG_FILE = "trials.log"
@@ -30,12 +31,14 @@ REDRAW_S = 1.0  # the status line is redrawn at least this often (elapsed time m
 
 
 def _label(config: dict) -> str:
-    """'finder (valley), sgd, seed 0', 'manual lr=0.01, adam, seed 1' or 'prodigy, sgd, seed 0'
-    (a learning-rate-free arm, whose LR is adapted)."""
+    """'finder (valley), sgd, seed 0', 'manual lr=0.01, fashion-mlp, adam, cosine, seed 1' or
+    'prodigy, sgd, seed 0' (a learning-rate-free arm, whose LR is adapted)."""
     what = config.get("arm") if config.get("arm") in LR_FREE else \
         f"{config['arm']} lr={config['lr']:g}" if config.get("lr") is not None else \
         f"{config.get('arm')} ({config.get('finder_rule')})"
-    return f"{what}, {config.get('optimizer')}, seed {config.get('seed')}"
+    # the optimiser, and the other dimensions where they are not the default (a task, a schedule)
+    dims = [dimension_value(d, config[d]) for d in DIMENSIONS if d in config and (d == "optimizer" or config[d] != getattr(StudyConfig, d)[0])]
+    return ", ".join([what, *dims, f"seed {config.get('seed')}"])
 
 
 def _minutes(seconds: float) -> str:
@@ -54,9 +57,11 @@ class Progress(tune.Callback):
     before a --resume count as done, with their epochs."""
 
     def __init__(self, experiment: str, total: int, epochs: int, print_line: Callable[[str], None] | None = None,
-                 terminal: TextIO | None = None):
+                 terminal: TextIO | None = None, epochs_planned: int | None = None):
+        """`epochs`: a trial's, where its config does not say (tasks may differ); `epochs_planned`:
+        all trials' together (default: `total` x `epochs`)."""
         self.experiment, self.total, self.epochs, self.print_line = experiment, total, epochs, print_line
-        self.terminal = terminal
+        self.terminal, self.epochs_planned = terminal, epochs_planned if epochs_planned is not None else total * epochs
         self.done_before: int | None = None  # set at the first step of each process
 
     def __getstate__(self) -> dict:
@@ -64,12 +69,12 @@ class Progress(tune.Callback):
         only. What a run tracks (and the status line, a tqdm on an open stream) starts afresh at
         the first step of each process."""
         return {"experiment": self.experiment, "total": self.total, "epochs": self.epochs,
-                "print_line": self.print_line, "terminal": None, "done_before": None}
+                "epochs_planned": self.epochs_planned, "print_line": self.print_line, "terminal": None, "done_before": None}
 
     def _start(self, trials: list) -> None:
         self.done_before = sum(t.status in _DONE for t in trials)  # > 0 after a --resume
         self.started, self.ended_here, self.best = time.monotonic(), 0, None
-        self.ended = {t.trial_id for t in trials if t.status in _DONE}
+        self.ended = {t.trial_id: self._planned(t) for t in trials if t.status in _DONE}  # -> its epochs
         self.epochs_run = {t.trial_id: _epochs_run(t) for t in trials}  # epochs reported, by trial
         self.epochs_at_start = sum(self.epochs_run.values())
         auto = sys.stdout if self.print_line is None and sys.stdout.isatty() else None
@@ -94,9 +99,12 @@ class Progress(tune.Callback):
     # -- the status line ----------------------------------------------------------------------------
 
     def epochs_total(self) -> int:
-        """Trials x epochs, less the epochs an ended trial will never run (pruned, diverged, errored)."""
-        unrun = sum(max(0, self.epochs - self.epochs_run.get(t, 0)) for t in self.ended)
-        return self.total * self.epochs - unrun
+        """The planned epochs, less those an ended trial will never run (pruned, diverged, errored)."""
+        unrun = sum(max(0, planned - self.epochs_run.get(t, 0)) for t, planned in self.ended.items())
+        return self.epochs_planned - unrun
+
+    def _planned(self, trial) -> int:
+        return int((trial.config or {}).get("epochs", self.epochs))
 
     def status(self, trials: list) -> str:
         """The status line after its epochs and bar: the time elapsed and left (as tqdm writes them;
@@ -155,7 +163,7 @@ class Progress(tune.Callback):
 
     def _ended(self, trial, status: str | None) -> None:
         self.ended_here += 1
-        self.ended.add(trial.trial_id)
+        self.ended[trial.trial_id] = self._planned(trial)
         self.running_acc.pop(trial.trial_id, None)  # done: it counts in self.best; else never
         self.epochs_run[trial.trial_id] = _epochs_run(trial)
         result = trial.last_result or {}
@@ -163,7 +171,7 @@ class Progress(tune.Callback):
         acc = result.get("val_acc")
         if status is None:  # ASHA stops a trial early: pruned
             status = ("diverged" if result.get("diverged") else
-                      "pruned" if result.get("training_iteration", self.epochs) < self.epochs else "done")
+                      "pruned" if result.get("training_iteration", self._planned(trial)) < self._planned(trial) else "done")
         self._track_best(acc, status, label)
         done = (self.done_before or 0) + self.ended_here
         line = f"[{done}/{self.total}] {label}: {status}"

@@ -30,7 +30,7 @@ from dataclasses import fields
 # Only what parsing and validating the flags needs: --help, --version and a bad flag answer at
 # once. Ray, torch (for the data's split), pandas and matplotlib (seconds to import) come in main(),
 # after; Lightning only in the trials' workers.
-from study.config import ConfigError, StudyConfig, build_parser, config_from_args, flag
+from study.config import ConfigError, StudyConfig, build_parser, config_from_args, flag, with_task_defaults
 
 PROG = "study.run"
 # Flags that may differ when resuming; everything else comes from the stored study.json.
@@ -85,18 +85,28 @@ def _version() -> str:
         return f"{PROG} (not installed: pip install -e .)"
 
 
-def _prepare(config: StudyConfig):
-    """The driver's imports and the data, timed; run in a thread while Ray starts. DataError is a
-    ConfigError. Ray Tune's imports, the data, then the analysis's (pandas, scipy, matplotlib);
-    Lightning is the trials' alone (trainables/__init__.py)."""
+def _prepare(config: StudyConfig, loaded: dict | None = None):
+    """The driver's imports and every task's data, checked, timed; run in a thread while Ray
+    starts. DataError and TaskError are ConfigErrors. Ray Tune's imports, the data (tasks that share
+    their `data` share one copy) and one forward pass of each task's model, then the analysis's
+    (pandas, scipy, matplotlib); Lightning is the trials' alone (trainables/__init__.py), unless a
+    user's task file imports it."""
     start = time.perf_counter()
     from study import orchestrate  # noqa: F401 (Ray Tune, Optuna: imported here, in the thread)
-    from trainables.data import DataError, load_dataset
+    from trainables.data import DataError, from_task
+    from trainables.tasks import TaskError, check_model, load
 
+    data, by_source = {}, {}
+    if loaded is None:  # the tasks main() loaded, else (a caller of its own) every task of the config
+        loaded = {spec: load(spec, config.data_dir, driver=True) for spec in config.task}
     try:
-        data = load_dataset(config.data_dir, val_size=config.val_size, split_seed=config.split_seed,
-                            normalize=config.normalize, subset=config.subset)
-    except DataError as e:
+        for spec, task in loaded.items():
+            if task.data not in by_source:
+                by_source[task.data] = from_task(task, spec, val_size=config.val_size, split_seed=config.split_seed,
+                                                 normalize=config.normalize, subset=config.subset)
+            data[spec] = by_source[task.data]
+            check_model(spec, data[spec])
+    except (DataError, TaskError) as e:
         raise ConfigError(str(e)) from None
     from study import analysis, report  # noqa: F401 (for _report, which must read before Ray shuts down)
     return data, time.perf_counter() - start
@@ -135,7 +145,13 @@ def main(argv: list[str] | None = None) -> int:
                 locate(config.data_dir)
             except DataError as e:
                 raise ConfigError(str(e)) from None
-    except ConfigError as e:
+        # Every task imported and its contract checked before Ray starts (its data while Ray starts)
+        from trainables import tasks
+
+        loaded = {spec: tasks.load(spec, config.data_dir, driver=True) for spec in config.task}
+        task_configs = {spec: with_task_defaults(config, task.defaults, given=set(vars(args)))
+                        for spec, task in loaded.items() if task.defaults}
+    except ValueError as e:  # ConfigError, TaskError
         return _fail(str(e))
 
     # The flags are valid: only now what a study needs. Ray's start (mostly waiting for its
@@ -147,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(1) as pool:
         try:
             storage.prepare_experiment_dir(config, create=False)  # a taken --name: refuse before anything starts
-            prepared = pool.submit(_prepare, config)
+            prepared = pool.submit(_prepare, config, loaded)
             try:
                 cluster.connect(config)
             except ConfigError:
@@ -160,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             from study.progress import LOG_FILE as PROGRESS_LOG
             from study.space import plan
 
-            the_plan = plan(config)  # worked out once, here
+            the_plan = plan(config, task_configs)  # worked out once, here
             print(f"{the_plan.trials} trials, one line as each ends; their configs and last results go to "
                   f"{PROGRESS_LOG} in the experiment.", flush=True)
             path, seconds["tune_s"] = run_study(config, the_plan, data, [PROG, *argv])

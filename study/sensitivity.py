@@ -3,8 +3,9 @@
     python -m study.sensitivity                       # 5 seeds x sgd,adam x 3 settings, ~1-2 minutes
     python -m study.sensitivity --seeds 3 --optimizer adam
     python -m study.sensitivity --preset writeup      # the write-up's data and optimiser
+    python -m study.sensitivity --task fashion-mlp,fashion-resnet   # other models' range tests
 
-For every optimiser, seed and setting (`SETTINGS`: Lightning's range, fastai's range, 300 steps)
+For every task, optimiser, seed and setting (`SETTINGS`: Lightning's range, fastai's range, 300 steps)
 it runs the range test exactly as a finder trial does (`trainables.trainable.finder_range_test`:
 same seeding, same data order, same initial weights, so seed s here is seed s of a study), and
 applies every rule (`trainables.finder_rules.RULES`) to the curve. Prints a markdown table of
@@ -33,13 +34,14 @@ SETTINGS = {  # name -> (min_lr, max_lr, num_training)
     "fastai 1e-7..10, 100 steps": (1e-7, 10.0, 100),
     "lightning 1e-8..1, 300 steps": (1e-8, 1.0, 300),
 }
-FLAGS = ("seeds", "seed", "optimizer", "batch_size", "momentum", "preset", "data_dir", "val_size", "split_seed",
+FLAGS = ("seeds", "seed", "task", "optimizer", "batch_size", "momentum", "preset", "data_dir", "val_size", "split_seed",
          "normalize", "subset", "cpus_per_trial", "results_dir", "name", "smoke")
 DEFAULTS = {"seeds": 5, "optimizer": ("sgd", "adam"), "name": "finder-sensitivity"}
 
 
 def run_range_tests(config: StudyConfig, data) -> list[dict]:
-    """One row per (optimizer, setting, seed): every rule's pick, on both curves, and the test's seconds."""
+    """One row per (task, optimizer, setting, seed): every rule's pick, on both curves, and the
+    test's seconds. `data`: each task's Dataset by --task spec, or one for every task."""
     os.environ.setdefault("TQDM_DISABLE", "1")  # lr_find's progress bar, one per test; tqdm reads this at import
     import pytorch_lightning as pl
     import torch
@@ -49,9 +51,9 @@ def run_range_tests(config: StudyConfig, data) -> list[dict]:
 
     _quiet_lightning()
     torch.set_num_threads(config.cpus_per_trial)
-    t = _tensors(data, torch.device("cpu"))
     rows = []
-    for optimizer in config.optimizer:
+    for task, optimizer in ((task, optimizer) for task in config.task for optimizer in config.optimizer):
+        t = _tensors(data[task] if isinstance(data, dict) else data, torch.device("cpu"))
         for setting, (min_lr, max_lr, steps) in SETTINGS.items():
             for seed in range(config.seed, config.seed + config.seeds):
                 pl.seed_everything(seed, workers=True, verbose=False)  # as run_trial does, in its order
@@ -60,12 +62,12 @@ def run_range_tests(config: StudyConfig, data) -> list[dict]:
                                      enable_progress_bar=False, enable_model_summary=False,
                                      enable_checkpointing=False, num_sanity_val_steps=0)
                 _, result = finder_range_test(trainer, loader, optimizer, config.momentum, min_lr, max_lr, steps,
-                                              config.finder_mode)
-                rows.append({"optimizer": optimizer, "setting": setting, "seed": seed, "min_lr": min_lr,
+                                              config.finder_mode, task)
+                rows.append({"task": task, "optimizer": optimizer, "setting": setting, "seed": seed, "min_lr": min_lr,
                              "max_lr": max_lr, "num_training": steps, "points": len(result.lrs),
                              "seconds": result.seconds, "suggestions": result.suggestions,
                              "suggestions_lightning_curve": result.suggestions_lightning_curve})
-            print(f"{optimizer}, {setting}: {config.seeds} range tests", file=sys.stderr)
+            print(f"{task}, {optimizer}, {setting}: {config.seeds} range tests", file=sys.stderr)
     return rows
 
 
@@ -78,16 +80,16 @@ def _cell(picks: list) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown: per optimiser and setting, each rule's median [min, max] pick over the seeds."""
-    lines = ["| optimizer | setting | points | " + " | ".join(RULES) + " | steepest on Lightning's curve |",
-             "|---" * (len(RULES) + 4) + "|"]
-    groups = dict.fromkeys((r["optimizer"], r["setting"]) for r in rows)
-    for optimizer, setting in groups:
-        mine = [r for r in rows if (r["optimizer"], r["setting"]) == (optimizer, setting)]
+    """Markdown: per task, optimiser and setting, each rule's median [min, max] pick over the seeds."""
+    lines = ["| task | optimizer | setting | points | " + " | ".join(RULES) + " | steepest on Lightning's curve |",
+             "|---" * (len(RULES) + 5) + "|"]
+    groups = dict.fromkeys((r["task"], r["optimizer"], r["setting"]) for r in rows)
+    for task, optimizer, setting in groups:
+        mine = [r for r in rows if (r["task"], r["optimizer"], r["setting"]) == (task, optimizer, setting)]
         cells = [_cell([r["suggestions"][rule] for r in mine]) for rule in RULES]
         cells.append(_cell([r["suggestions_lightning_curve"]["steepest"] for r in mine]))
         points = f"{min(r['points'] for r in mine)}-{max(r['points'] for r in mine)}"  # < steps: stopped early
-        lines.append(f"| {optimizer} | {setting} | {points} | " + " | ".join(cells) + " |")
+        lines.append(f"| {task} | {optimizer} | {setting} | {points} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -102,12 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(PROG, __doc__.split("\n")[0], only=FLAGS, defaults=DEFAULTS).parse_args(argv)
     try:
         config = config_from_args(args, DEFAULTS)
-        from trainables.data import DataError, load_dataset
+        from trainables import tasks
+        from trainables.data import DataError, from_task
 
         try:
-            data = load_dataset(config.data_dir, val_size=config.val_size, split_seed=config.split_seed,
-                                normalize=config.normalize, subset=config.subset)
-        except DataError as e:
+            data = {}
+            for spec in config.task:
+                data[spec] = from_task(tasks.load(spec, config.data_dir, driver=True), spec, val_size=config.val_size,
+                                       split_seed=config.split_seed, normalize=config.normalize, subset=config.subset)
+                tasks.check_model(spec, data[spec])
+        except (DataError, tasks.TaskError) as e:
             raise ConfigError(str(e)) from None
     except ConfigError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

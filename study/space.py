@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from ray import tune
 
-from study.config import DIMENSIONS, StudyConfig
+from study.config import DIMENSIONS, StudyConfig, dimension_value
 from trainables import LR_FREE, LR_FREE_LR
 
 # The StudyConfig fields that shape every trial alike; each trial's config carries them by name.
@@ -33,14 +33,16 @@ def manual_lrs(config: StudyConfig) -> list[float]:
     return [float(lr) for lr in draws]
 
 
-def trial_points(config: StudyConfig) -> list[dict]:
+def trial_points(config: StudyConfig, task_configs: dict[str, StudyConfig] | None = None) -> list[dict]:
     """Every trial's config: per setting (`StudyConfig.settings`: an optimiser, ...) and seed, the finder trial(s), the cyclic one, the
     learning-rate-free ones, then the manual LRs (for --search bayes, drawn as the study runs: see
     `bayes_searches`); "arm", "lr", "finder_rule", "seed", the setting's dimensions ("optimizer"),
-    then `TRIAL_SETTINGS`."""
-    settings = {name: getattr(config, name) for name in TRIAL_SETTINGS}
+    then `TRIAL_SETTINGS`, from the setting's task's config in `task_configs` where it has one
+    (`study.config.with_task_defaults`)."""
     points = []
     for setting in config.settings():
+        task_config = (task_configs or {}).get(setting["task"], config)
+        settings = {name: getattr(task_config, name) for name in TRIAL_SETTINGS}
         for seed in range(config.seed, config.seed + config.seeds):
             common = {"seed": seed, **setting, **settings}
             if "finder" in config.arms:
@@ -50,19 +52,20 @@ def trial_points(config: StudyConfig) -> list[dict]:
             points += [{"arm": arm, "lr": LR_FREE_LR, "finder_rule": None, **common}
                        for arm in LR_FREE if arm in config.arms]
             if "manual" in config.arms and config.search != "bayes":
-                points += [{"arm": "manual", "lr": lr, "finder_rule": None, **common} for lr in manual_lrs(config)]
+                points += [{"arm": "manual", "lr": lr, "finder_rule": None, **common} for lr in manual_lrs(task_config)]
     return points
 
 
-def bayes_searches(config: StudyConfig) -> list[dict]:
+def bayes_searches(config: StudyConfig, task_configs: dict[str, StudyConfig] | None = None) -> list[dict]:
     """--search bayes: per setting and seed, the config that its search's manual trials share, with
     "lr" the domain they are drawn from, `tune.loguniform` over `--lr-range` (the same object for
     all); none for the other searches."""
     if config.search != "bayes" or "manual" not in config.arms:
         return []
     lr = tune.loguniform(*config.lr_range)
-    settings = {name: getattr(config, name) for name in TRIAL_SETTINGS}
-    return [{"arm": "manual", "lr": lr, "finder_rule": None, "seed": seed, **setting, **settings}
+    configs = {setting["task"]: (task_configs or {}).get(setting["task"], config) for setting in config.settings()}
+    return [{"arm": "manual", "lr": lr, "finder_rule": None, "seed": seed, **setting,
+             **{name: getattr(configs[setting["task"]], name) for name in TRIAL_SETTINGS}}
             for setting in config.settings() for seed in range(config.seed, config.seed + config.seeds)]
 
 
@@ -80,9 +83,19 @@ class Plan:
         """How many trials the study runs: every point, and `samples_per_search` per search."""
         return len(self.points) + len(self.searches) * self.samples_per_search
 
+    @property
+    def epochs(self) -> int:
+        """How many epochs the study trains, all its trials together (tasks may differ)."""
+        return sum(p["epochs"] for p in self.points) + sum(s["epochs"] for s in self.searches) * self.samples_per_search
 
-def plan(config: StudyConfig) -> Plan:
-    return Plan(trial_points(config), bayes_searches(config), config.num_samples)
+    @property
+    def max_epochs(self) -> int:
+        return max(p["epochs"] for p in self.points + self.searches)
+
+
+def plan(config: StudyConfig, task_configs: dict[str, StudyConfig] | None = None) -> Plan:
+    """`task_configs`: each task's config where its defaults change the study's (run.py)."""
+    return Plan(trial_points(config, task_configs), bayes_searches(config, task_configs), config.num_samples)
 
 
 def param_space(points: list[dict]) -> dict:
@@ -103,4 +116,4 @@ def trial_dirname(trial) -> str:
     c = trial.config
     label = c["arm"] if c["arm"] in LR_FREE else \
         f"{c['arm']}_lr={c['lr']:.3g}" if c["lr"] is not None else f"{c['arm']}-{c['finder_rule']}"
-    return "_".join([label, *(str(c[d]) for d in DIMENSIONS), f"s{c['seed']}", trial.trial_id])
+    return "_".join([label, *(dimension_value(d, c[d]) for d in DIMENSIONS), f"s{c['seed']}", trial.trial_id])

@@ -76,7 +76,7 @@ def test_smoke_shrinks_unless_told_otherwise():
 
 def test_grid_points_are_a_finder_trial_per_default_rule_plus_each_lr_each_a_whole_config():
     points = trial_points(StudyConfig(lrs=(1e-3, 1e-1), seed=4, epochs=3, batch_size=32, subset=1000, normalize=False))
-    common = {"seed": 4, "optimizer": "sgd", "lr_schedule": "constant", "epochs": 3, "batch_size": 32, "momentum": 0.9,
+    common = {"seed": 4, "task": "fashion-lenet", "optimizer": "sgd", "lr_schedule": "constant", "epochs": 3, "batch_size": 32, "momentum": 0.9,
               "finder_min_lr": 1e-8, "finder_max_lr": 1.0, "finder_num_training": 100, "finder_mode": "exponential", "cpus_per_trial": 1,
               "val_size": 5000, "split_seed": 0, "normalize": False, "subset": 1000}
     assert points == [{"arm": "finder", "lr": None, "finder_rule": "lightning", **common},
@@ -111,7 +111,8 @@ def test_lr_schedules_are_a_dimension_of_every_trial_its_folder_and_its_label():
     assert parse().lr_schedule == ("constant",)
     c = parse("--lr-schedule", "constant,onecycle,cosine", "--optimizer", "sgd,adam", "--arms", "manual,cyclic",
               "--lrs", "0.1", "--seeds", "2")
-    assert c.settings() == [{"optimizer": o, "lr_schedule": s} for o in ("sgd", "adam") for s in ("constant", "onecycle", "cosine")]
+    assert c.settings() == [{"task": "fashion-lenet", "optimizer": o, "lr_schedule": s} for o in ("sgd", "adam")
+                            for s in ("constant", "onecycle", "cosine")]
     points = trial_points(c)
     assert len(points) == 2 * 3 * 2 * 2  # optimisers x schedules x seeds x arms
     assert [(p["optimizer"], p["lr_schedule"]) for p in points[::4]] == [(s["optimizer"], s["lr_schedule"]) for s in c.settings()]
@@ -123,10 +124,32 @@ def test_lr_schedules_are_a_dimension_of_every_trial_its_folder_and_its_label():
     class Trial:
         config, trial_id = points[7], "abc"  # sgd, onecycle, seed 1: cyclic, manual
 
-    assert trial_dirname(Trial) == "manual_lr=0.1_sgd_onecycle_s1_abc"
+    assert trial_dirname(Trial) == "manual_lr=0.1_fashion-lenet_sgd_onecycle_s1_abc"
     config = c.to_dict()
     assert [setting_label(s, config) for s in c.settings()[:3]] == ["sgd/constant", "sgd/onecycle", "sgd/cosine"]
     assert setting_label({"optimizer": "adam", "lr_schedule": "cosine"}, parse("--lr-schedule", "cosine").to_dict()) == "adam"
+
+
+def test_tasks_are_a_dimension_of_every_trial_its_folder_and_its_label():
+    assert parse().task == ("fashion-lenet",)  # without --task, today's study
+    c = parse("--task", "fashion-mlp,fashion-resnet", "--optimizer", "sgd,adam", "--arms", "finder,manual",
+              "--finder-rules", "valley", "--lrs", "0.1")
+    assert c.settings() == [{"task": t, "optimizer": o, "lr_schedule": "constant"}
+                            for t in ("fashion-mlp", "fashion-resnet") for o in ("sgd", "adam")]
+    points = trial_points(c)
+    assert [(p["task"], p["optimizer"], p["arm"]) for p in points] == [
+        (t, o, a) for t in ("fashion-mlp", "fashion-resnet") for o in ("sgd", "adam") for a in ("finder", "manual")]
+
+    class Trial:
+        config, trial_id = points[5], "abc"
+
+    assert trial_dirname(Trial) == "manual_lr=0.1_fashion-resnet_sgd_constant_s0_abc"
+    assert [setting_label(s, c.to_dict()) for s in c.settings()] == [
+        "fashion-mlp/sgd", "fashion-mlp/adam", "fashion-resnet/sgd", "fashion-resnet/adam"]
+    assert setting_label(c.settings()[0], parse("--task", "fashion-mlp").to_dict()) == "sgd"  # one task: not named
+    from study.progress import _label
+    assert _label(points[5]) == "manual lr=0.1, fashion-resnet, sgd, seed 0"
+    assert _label({**points[5], "task": "fashion-lenet"}) == "manual lr=0.1, sgd, seed 0"  # the default is not named
 
 
 def test_bayes_search_and_its_scheduler_parse():
@@ -172,6 +195,8 @@ def test_asha_draws_are_seeded_log_uniform_and_in_range():
     (["--optimizer", "rmsprop"], "unknown 'rmsprop'"),
     (["--optimizer", "sgd,sgd"], "each once"),
     (["--lr-schedule", "step"], "unknown 'step'; choose from constant, onecycle, cosine"),
+    (["--task", "fashion-vit"], "unknown 'fashion-vit'; choose from fashion-lenet, fashion-mlp, fashion-resnet"),
+    (["--task", "fashion-mlp,fashion-mlp"], "--task must list at least one value, each once"),
     (["--lr-schedule", "onecycle,onecycle"], "--lr-schedule must list at least one value, each once"),
     (["--lr-schedule", ""], "--lr-schedule must list"),
     (["--schedule", "onecycle"], "unrecognized arguments: --schedule"),
@@ -371,16 +396,18 @@ def test_a_data_dir_without_the_files_is_said_before_ray_starts(tmp_path):
 
 def test_the_driver_prepares_a_study_without_lightning():
     """What the driver imports and reads while Ray starts (study.run's `_prepare`: Ray Tune, the
-    analysis, the report, the data) leaves Lightning, torchmetrics and torchvision (4 s of imports
-    here) to the trials' workers."""
+    analysis, the report, every built-in task's data and one forward pass of its model) leaves
+    Lightning, torchmetrics and torchvision (4 s of imports here) to the trials' workers; the
+    built-in tasks share one copy of Fashion-MNIST."""
     from tests.conftest import real_data_dir
 
     probe = ("import sys; from study.config import StudyConfig; from study.run import _prepare; "
-             f"data, _ = _prepare(StudyConfig(subset=640, data_dir={str(real_data_dir())!r})); print(len(data.train_y)); "
+             "data, _ = _prepare(StudyConfig(subset=640, task=('fashion-lenet', 'fashion-mlp', 'fashion-resnet'), "
+             f"data_dir={str(real_data_dir())!r})); print([len(d.train_y) for d in data.values()], len(set(map(id, data.values())))); "
              "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'torchmetrics', 'torchvision') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n")[:2] == ["640", "[]"], proc.stdout
+    assert proc.stdout.split("\n")[:2] == ["[640, 640, 640] 1", "[]"], proc.stdout
 
 
 def test_version_prints_the_projects_version():

@@ -17,7 +17,7 @@ from study.orchestrate import ManualOnlyASHA
 from study.space import trial_dirname, trial_points
 from tests.conftest import make_idx_dir
 from trainables.data import load_dataset
-from trainables.module import LitLeNet, step_size
+from trainables.module import LitClassifier, step_size
 
 STUDY = StudyConfig(arms=("manual", "prodigy", "dadapt"), optimizer=("sgd", "adam"), lrs=(0.01,), epochs=2,
                     batch_size=32, val_size=100)
@@ -36,7 +36,7 @@ def trials(tmp_path_factory) -> list[tuple[dict, list[dict], torch.optim.Optimiz
         mp.setattr(tune, "report", lambda metrics, **kw: rows.append(dict(metrics)))
         for name in ("finder_range_test", "range_test"):
             mp.setattr(trainable, name, lambda *a, **k: pytest.fail("a range test ran"))
-        configure = LitLeNet.configure_optimizers
+        configure = LitClassifier.configure_optimizers
 
         def spy(model):
             model.step_losses = []  # the module records every step's loss in it
@@ -44,7 +44,7 @@ def trials(tmp_path_factory) -> list[tuple[dict, list[dict], torch.optim.Optimiz
             optimizers.append(configure(model))
             return optimizers[-1]
 
-        mp.setattr(LitLeNet, "configure_optimizers", spy)
+        mp.setattr(LitClassifier, "configure_optimizers", spy)
         try:
             for i, config in enumerate(trial_points(STUDY)):
                 trainable.run_trial(config, data, tmp_path_factory.mktemp(f"trial{i}"), None,
@@ -137,7 +137,7 @@ def test_points_names_and_labels():
     class Trial:
         config, trial_id = points[0], "abc"
 
-    assert trial_dirname(Trial) == "prodigy_sgd_constant_s0_abc"
+    assert trial_dirname(Trial) == "prodigy_fashion-lenet_sgd_constant_s0_abc"
     from study.progress import _label
     assert _label(points[3]) == "dadapt, adam, seed 0"
 

@@ -11,7 +11,7 @@ from tests.conftest import make_idx_dir
 from trainables.batches import batches
 from trainables.data import load_dataset
 from trainables.model import lenet5
-from trainables.module import Diverged, LitLeNet
+from trainables.module import Diverged, LitClassifier
 
 
 def test_lenet5_shapes_and_parameter_count():
@@ -56,7 +56,7 @@ def trainer(epochs=3, **kw):
 def test_training_learns_the_tiny_task_and_metrics_are_per_epoch(tmp_path, optimizer):
     pl.seed_everything(0, verbose=False)
     train, val, t = tiny_loaders(tmp_path)
-    model = LitLeNet(lr=0.05 if optimizer == "sgd" else 3e-3, optimizer=optimizer)
+    model = LitClassifier(lr=0.05 if optimizer == "sgd" else 3e-3, optimizer=optimizer)
     before = model.evaluate(t["test_x"], t["test_y"])
     trainer(epochs=4).fit(model, train, val)
     after = model.evaluate(t["test_x"], t["test_y"])
@@ -73,7 +73,7 @@ def test_same_seed_same_metrics(tmp_path):
     for _ in range(2):
         pl.seed_everything(7, verbose=False)
         train, val, _ = tiny_loaders(tmp_path)
-        model = LitLeNet(lr=0.05)
+        model = LitClassifier(lr=0.05)
         trainer(epochs=1).fit(model, train, val)
         results.append(model.stage_metrics("val"))
     assert results[0] == results[1]
@@ -82,12 +82,12 @@ def test_same_seed_same_metrics(tmp_path):
 def test_nan_loss_raises_diverged(tmp_path):
     train, val, _ = tiny_loaders(tmp_path)
     with pytest.raises(Diverged, match="training loss is nan|training loss is inf"):
-        trainer(epochs=2).fit(LitLeNet(lr=1e4, momentum=0.9), train, val)
+        trainer(epochs=2).fit(LitClassifier(lr=1e4, momentum=0.9), train, val)
 
 
 def test_cyclic_lr_moves_between_its_bounds(tmp_path):
     train, val, _ = tiny_loaders(tmp_path)
-    model = LitLeNet(lr=0.1, cyclic_min_lr=0.01)
+    model = LitClassifier(lr=0.1, cyclic_min_lr=0.01)
     seen = []
 
     class Watch(pl.Callback):
@@ -100,7 +100,7 @@ def test_cyclic_lr_moves_between_its_bounds(tmp_path):
 
 def test_unknown_optimizer_is_refused():
     with pytest.raises(ValueError, match="unknown optimizer"):
-        LitLeNet(lr=0.1, optimizer="rmsprop")
+        LitClassifier(lr=0.1, optimizer="rmsprop")
 
 
 def applied_rates(tmp_path, **kw) -> tuple[list[tuple[float, float]], pl.Trainer]:
@@ -116,7 +116,7 @@ def applied_rates(tmp_path, **kw) -> tuple[list[tuple[float, float]], pl.Trainer
             seen.append((group["lr"], group["momentum"] if "momentum" in group else group["betas"][0]))
 
     fit = trainer(epochs=2, callbacks=[Watch()])
-    fit.fit(LitLeNet(**kw), train, val)
+    fit.fit(LitClassifier(**kw), train, val)
     assert len(seen) == 40
     return seen, fit
 
@@ -143,9 +143,9 @@ def test_each_schedule_applies_the_hand_worked_rates_at_its_first_peak_and_last_
 
 def test_the_cyclic_lr_refuses_a_schedule_and_an_unknown_schedule_is_refused():
     with pytest.raises(ValueError, match="constant with a cyclical LR"):
-        LitLeNet(lr=0.1, cyclic_min_lr=0.01, lr_schedule="onecycle")
+        LitClassifier(lr=0.1, cyclic_min_lr=0.01, lr_schedule="onecycle")
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
-        LitLeNet(lr=0.1, lr_schedule="step")
+        LitClassifier(lr=0.1, lr_schedule="step")
 
 
 @pytest.mark.parametrize("lr_free, optimizer", [("prodigy", "sgd"), ("dadapt", "sgd"), ("dadapt", "adam")])

@@ -8,18 +8,18 @@ from trainables.finder_rules import RULES
 
 def row(setting, seed, **picks):
     suggestions = {rule: picks.get(rule, 0.01) for rule in RULES}
-    return {"optimizer": "sgd", "setting": setting, "seed": seed, "points": 100 - seed,
+    return {"task": "fashion-mlp", "optimizer": "sgd", "setting": setting, "seed": seed, "points": 100 - seed,
             "suggestions": suggestions, "suggestions_lightning_curve": {**suggestions, "steepest": 0.5}}
 
 
 def test_table_gives_median_and_range_over_seeds():
     rows = [row("A", 0, valley=0.001), row("A", 1, valley=0.004), row("A", 2, valley=0.002, slide=None)]
     lines = table(rows).splitlines()
-    assert lines[0].startswith("| optimizer | setting | points | lightning | steepest | valley |")
+    assert lines[0].startswith("| task | optimizer | setting | points | lightning | steepest | valley |")
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert cells[:3] == ["sgd", "A", "98-100"]
-    assert cells[3 + RULES.index("valley")] == "0.002 [0.001, 0.004]"
-    assert cells[3 + RULES.index("slide")] == "0.01 [0.01, 0.01] (1 none)"
+    assert cells[:4] == ["fashion-mlp", "sgd", "A", "98-100"]
+    assert cells[4 + RULES.index("valley")] == "0.002 [0.001, 0.004]"
+    assert cells[4 + RULES.index("slide")] == "0.01 [0.01, 0.01] (1 none)"
     assert cells[-1] == "0.5 [0.5, 0.5]"  # steepest on Lightning's own curve
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +127,22 @@ def locate(data_dir: str | None) -> Path:
         ) from None
 
 
+MAX_DATA_BYTES = 4 * 2**30  # a task's data travels whole through Ray's object store, into every trial
+
+
+def read_fashion_mnist(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fashion-MNIST's 60,000 training and 10,000 test images, float32 in [0, 1], (N, 1, 28, 28),
+    and their labels: the built-in tasks' data (trainables/tasks.py)."""
+    directory = locate(data_dir)
+    train_x, train_y = _read_split(directory, "train_images", "train_labels", TRAIN_COUNT)
+    test_x, test_y = _read_split(directory, "test_images", "test_labels", TEST_COUNT)
+    return _unit(train_x), train_y, _unit(test_x), test_y
+
+
+def _unit(images: np.ndarray) -> np.ndarray:
+    return (images.astype(np.float32) / 255.0)[:, None, :, :]
+
+
 def load_dataset(
     data_dir: str | None = None,
     val_size: int = 5_000,
@@ -134,11 +151,21 @@ def load_dataset(
     subset: int | None = None,
     strict_counts: bool = True,
 ) -> Dataset:
-    """Load, validate and split Fashion-MNIST. `subset` keeps that many training images (and a
-    proportional share of validation and test) for smoke runs; `strict_counts` checks 60k/10k."""
+    """Load, validate and split Fashion-MNIST (`split`). `strict_counts` checks 60k/10k."""
     directory = locate(data_dir)
     train_x, train_y = _read_split(directory, "train_images", "train_labels", TRAIN_COUNT if strict_counts else 0)
     test_x, test_y = _read_split(directory, "test_images", "test_labels", TEST_COUNT if strict_counts else 0)
+    return split((_unit(train_x), train_y, _unit(test_x), test_y), val_size, split_seed, normalize, subset,
+                 str(directory))
+
+
+def split(arrays, val_size: int = 5_000, split_seed: int = 0, normalize: bool = True, subset: int | None = None,
+          source: str = "") -> Dataset:
+    """(train_x, train_y, test_x, test_y) -> a Dataset: `val_size` training examples held out (a
+    seeded permutation), `subset` keeps that many training examples (and a proportional share of
+    validation and test) for smoke runs; `normalize` standardises inputs with the training part's
+    mean and std. Inputs become float32, labels int64."""
+    train_x, train_y, test_x, test_y = arrays
     if not 0 < val_size < len(train_x):
         raise DataError(f"validation size {val_size} must be between 1 and {len(train_x) - 1}")
 
@@ -152,11 +179,11 @@ def load_dataset(
         val_idx = val_idx[: max(1, int(len(val_idx) * scale))]
         test_x, test_y = test_x[: max(1, int(len(test_x) * scale))], test_y[: max(1, int(len(test_y) * scale))]
 
-    images = train_x[train_idx].astype(np.float32) / 255.0
-    mean, std = (float(images.mean()), float(images.std())) if normalize else (0.0, 1.0)
+    inputs = train_x[train_idx].astype(np.float32)
+    mean, std = (float(inputs.mean()), float(inputs.std())) if normalize else (0.0, 1.0)
 
     def prep(x: np.ndarray) -> np.ndarray:
-        return ((x.astype(np.float32) / 255.0 - mean) / std)[:, None, :, :]
+        return (x.astype(np.float32) - mean) / std
 
     return Dataset(
         train_x=prep(train_x[train_idx]),
@@ -165,5 +192,72 @@ def load_dataset(
         val_y=train_y[val_idx].astype(np.int64),
         test_x=prep(test_x),
         test_y=test_y.astype(np.int64),
-        source=str(directory),
+        source=source,
     )
+
+
+def _numpy(x, what: str, spec: str) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    try:
+        return np.asarray(x)
+    except Exception as e:
+        raise DataError(f"--task {spec}: {what} is not an array ({type(e).__name__})") from None
+
+
+def _read_datamodule(dm, spec: str):
+    """A LightningDataModule's training and test sets, read once, in order, into arrays."""
+    import torch
+
+    def read(stage: str, loader_name: str):
+        dm.setup(stage)
+        loader = getattr(dm, loader_name)()
+        dataset = getattr(loader, "dataset", None)
+        ordered = torch.utils.data.DataLoader(dataset, batch_size=1024, shuffle=False) if dataset is not None else loader
+        xs, ys = zip(*((x, y) for x, y in ordered))
+        return torch.cat(xs), torch.cat(ys)
+
+    dm.prepare_data()
+    try:
+        train_x, train_y = read("fit", "train_dataloader")
+        test_x, test_y = read("test", "test_dataloader")
+    except Exception as e:
+        raise DataError(f"--task {spec}: reading its LightningDataModule failed ({type(e).__name__}: {e})") from None
+    return train_x, train_y, test_x, test_y
+
+
+def from_task(task, spec: str, val_size: int = 5_000, split_seed: int = 0, normalize: bool = True,
+              subset: int | None = None) -> Dataset:
+    """A task's data (trainables/tasks.py: four arrays, or a LightningDataModule) checked and split
+    (`split`): DataError with one line where lengths differ, labels are not whole numbers from 0,
+    or the data is larger than MAX_DATA_BYTES."""
+    data = task.data
+    # A LightningDataModule's class, where the task's own file imported Lightning: the driver never does
+    modules = [sys.modules.get(m) for m in ("pytorch_lightning", "lightning.pytorch")]
+    datamodules = tuple(m.LightningDataModule for m in modules if m is not None and hasattr(m, "LightningDataModule"))
+    if datamodules and isinstance(data, datamodules):
+        arrays = _read_datamodule(data, spec)
+    elif callable(data):
+        try:
+            arrays = data()
+        except DataError:
+            raise
+        except Exception as e:
+            raise DataError(f"--task {spec}: its data() failed ({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''})") from None
+    else:
+        raise DataError(f"--task {spec}: data must be a function returning (train_x, train_y, test_x, test_y) or a LightningDataModule")
+    if not isinstance(arrays, (tuple, list)) or len(arrays) != 4:
+        raise DataError(f"--task {spec}: data() must return (train_x, train_y, test_x, test_y)")
+    train_x, train_y, test_x, test_y = (_numpy(a, w, spec) for a, w in zip(arrays, ("train_x", "train_y", "test_x", "test_y")))
+    for what, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+        if x.ndim < 1 or y.ndim != 1 or len(x) != len(y) or not len(y):
+            raise DataError(f"--task {spec}: {what}_x has {len(x) if x.ndim else 0} examples but {what}_y has "
+                            f"{len(y) if y.ndim else 0} labels (one label each, at least one example)")
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+            raise DataError(f"--task {spec}: {what}_y must hold class indices 0, 1, ... (whole numbers)")
+    size = sum(a.nbytes for a in (train_x, train_y, test_x, test_y))
+    if size > MAX_DATA_BYTES:
+        raise DataError(f"--task {spec}: its data is {size / 2**30:.1f} GiB, more than the "
+                        f"{MAX_DATA_BYTES / 2**30:g} GiB limit (MAX_DATA_BYTES in trainables/data.py) for data held in memory")
+    source = getattr(data, "source", None) or spec  # where the built-in tasks found Fashion-MNIST
+    return split((train_x, train_y, test_x, test_y), val_size, split_seed, normalize, subset, str(source))

@@ -5,7 +5,7 @@ Lightning 2.6.6 records, per step, an EMA of the training loss (beta 0.98) debia
 `_LRCallback.on_train_batch_end` runs: step k is divided by `1 - beta ** (k + 2)`, so the first
 point is about half the real loss and the curve rises for ~50 steps whatever the LR does
 (Lightning-AI/pytorch-lightning#14167). So the model records every step's raw loss itself
-(`LitLeNet.step_losses`, exact, and as long as Lightning's curve when its early stop cuts the
+(`LitClassifier.step_losses`, exact, and as long as Lightning's curve when its early stop cuts the
 test short), and the rules read `loss`: the correctly debiased EMA of those raw losses with
 Lightning's beta, the curve fastai's rules are written for. Lightning's own curve is kept as
 `loss_lightning`, and the `lightning` rule reads it, as a Lightning user's `suggestion()` does.
@@ -73,7 +73,7 @@ def range_test(
     """Run `Tuner(trainer).lr_find` (which restores the model's weights afterwards) and apply every rule.
 
     `model` must record its per-step training losses in `model.step_losses` while that is a list,
-    and add up their samples in `model.step_samples` (`LitLeNet` does): `lr_find` replaces the
+    and add up their samples in `model.step_samples` (`LitClassifier` does): `lr_find` replaces the
     trainer's callbacks, but the model's hooks still run.
     `lr_find` caps the test at `num_training` steps but not the trainer's `max_epochs`: a trainer
     of one epoch over 10 batches would end the test after 10 steps. So the epoch limit is lifted

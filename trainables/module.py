@@ -1,5 +1,5 @@
-"""The LightningModule: LeNet-5, cross-entropy, SGD (momentum) or Adam, optionally a cyclical LR,
-or a learning-rate-free optimiser (Prodigy, D-Adaptation) that adapts its own step size; the LR
+"""The LightningModule: a task's classifier (trainables/tasks.py; LeNet-5 by default),
+cross-entropy, SGD (momentum) or Adam, optionally a cyclical LR, or a learning-rate-free optimiser (Prodigy, D-Adaptation) that adapts its own step size; the LR
 constant or on a schedule (one-cycle, cosine) that peaks at it.
 
 Per-epoch metrics are accumulated as tensors inside the steps (no `self.log` per step, no
@@ -17,7 +17,7 @@ from dadaptation import DAdaptAdam, DAdaptSGD
 from prodigyopt import Prodigy
 
 from trainables import LR_FREE, LR_SCHEDULES, OPTIMIZERS
-from trainables.model import lenet5
+from trainables.tasks import build_model
 
 
 WARMUP_FRACTION = 0.05  # cosine: the linear warm-up's share of the training's steps ...
@@ -43,7 +43,7 @@ def step_size(optimizer: torch.optim.Optimizer) -> float:
     return dlr
 
 
-class LitLeNet(pl.LightningModule):
+class LitClassifier(pl.LightningModule):
     def __init__(
         self,
         lr: float,
@@ -53,10 +53,12 @@ class LitLeNet(pl.LightningModule):
         divergence_check_every: int = 1,
         lr_free: str | None = None,
         lr_schedule: str = "constant",
+        task: str = "fashion-lenet",
     ):
         """`cyclic_min_lr` set: the LR cycles (triangular CyclicLR) between it and `lr`.
         `lr_free` set ("prodigy", "dadapt"): that optimiser, `lr` its base LR (see `configure_optimizers`).
-        `lr_schedule` (LR_SCHEDULES): how the LR moves over the training, `lr` its peak (see `schedule`)."""
+        `lr_schedule` (LR_SCHEDULES): how the LR moves over the training, `lr` its peak (see `schedule`).
+        `task` (a --task spec, trainables/tasks.py): whose model is trained, built here from the seeded RNG."""
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
@@ -67,8 +69,9 @@ class LitLeNet(pl.LightningModule):
         self.save_hyperparameters()
         self.lr = lr  # the attribute Lightning's LR finder reads
         # channels_last: oneDNN's convolutions run ~30 % faster on CPU in this layout (benchmarks/bench.py);
-        # a 1-channel batch is already laid out this way, so inputs need no conversion.
-        self.net = lenet5().to(memory_format=torch.channels_last)
+        # a 1-channel batch is already laid out this way, so inputs need no conversion (and a
+        # model without convolutions has no 4-d weights for it to change).
+        self.net = build_model(task).to(memory_format=torch.channels_last)
         self._sums: dict[str, list] = {}
         self.step_losses: list[float] | None = None  # a list: every training step's loss goes in (range tests)
         self.step_samples = 0  # ... and, while it is a list, the samples of those steps add up here

@@ -1,4 +1,5 @@
-"""The Ray Tune function trainable: one trial = one Lightning Trainer on in-memory Fashion-MNIST.
+"""The Ray Tune function trainable: one trial = one Lightning Trainer on in-memory Fashion-MNIST,
+training its task's model (trainables/tasks.py).
 
 `train_trial(config, data)` runs in the trial's worker, called by the entry point the driver
 wraps with `tune.with_parameters` (`trainables.train_trial`, in `study.orchestrate.trainable`),
@@ -8,8 +9,8 @@ params.json):
 
 * the trial's point: "arm" ("finder" | "manual" | "cyclic" | "prodigy" | "dadapt"), "lr" (float:
   the manual LR, the base LR 1.0 of the learning-rate-free arms; None for the arms whose LR the
-  range test picks), "seed", "optimizer" ("sgd" | "adam"), "finder_rule" (str, None for manual and
-  learning-rate-free trials);
+  range test picks), "seed", "task" (a --task spec: trainables/tasks.py), "optimizer" ("sgd" |
+  "adam"), "finder_rule" (str, None for manual and learning-rate-free trials);
 * training: "lr_schedule" ("constant" | "onecycle" | "cosine", peaking at the arm's LR; the
   cyclic arm keeps its own cycle), "epochs", "batch_size", "momentum" (SGD), "cpus_per_trial"
   (torch threads);
@@ -49,7 +50,7 @@ from trainables.batches import batches
 from trainables.data import Dataset
 from trainables.files import FINDER_FILE, write_atomic
 from trainables.finder import FinderResult, range_test
-from trainables.module import Diverged, LitLeNet, step_size
+from trainables.module import Diverged, LitClassifier, step_size
 from trainables.work import cpu_model, measure, total_flops
 
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
@@ -100,7 +101,7 @@ class ReportToTune(pl.Callback):
         here = ("torch_threads", "flops_per_train_step", "flops_per_eval_sample")  # this process's, on this node
         self.fixed = {**state["fixed"], **{k: v for k, v in self.fixed.items() if k.startswith("node") or k in here}}
 
-    def on_train_start(self, trainer, pl_module: LitLeNet) -> None:
+    def on_train_start(self, trainer, pl_module: LitClassifier) -> None:
         if "init_fingerprint" not in self.fixed:  # a fresh trial (a restored one has its fixed back)
             self.fixed["init_fingerprint"] = fingerprint(*pl_module.state_dict().values())
             self._first_batches = []
@@ -131,7 +132,7 @@ class ReportToTune(pl.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch_start = time.perf_counter()
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: LitLeNet) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: LitClassifier) -> None:
         # Validation has run by now (it closes the training epoch), so both stages are complete.
         self.train_time_s += time.perf_counter() - self._epoch_start
         self.close_batch_fingerprint()
@@ -200,8 +201,10 @@ def _quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def train_trial(config: dict, data: Dataset) -> None:
-    """The Ray Tune trainable: `run_trial` in Ray's working directory for the trial, on its node."""
+def train_trial(config: dict, data: dict[str, Dataset] | Dataset) -> None:
+    """The Ray Tune trainable: `run_trial` in Ray's working directory for the trial, on its node,
+    on its task's data (`data`: by --task spec, or one Dataset for every task)."""
+    data = data[config["task"]] if isinstance(data, dict) else data
     trial_start_ts = time.time()
     node_id = ray.get_runtime_context().get_node_id()
     node_ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), None)
@@ -224,7 +227,7 @@ def run_trial(config: dict, data: Dataset, trial_dir: Path, checkpoint: tune.Che
     train_loader = batches(t["train_x"], t["train_y"], config["batch_size"], shuffle=True, seed=config["seed"])
     val_loader = batches(t["val_x"], t["val_y"], 1024, shuffle=False, seed=0)
 
-    fixed = {"arm": config["arm"], "seed": config["seed"], "optimizer": config["optimizer"], **context,
+    fixed = {"arm": config["arm"], "seed": config["seed"], "task": config["task"], "optimizer": config["optimizer"], **context,
              "node_cpu": cpu_model(), "node_gpu": torch.cuda.get_device_name() if use_gpu else None,
              "torch_threads": torch.get_num_threads(), "finder_steps": 0, "finder_samples": 0}
     report = ReportToTune(fixed, hparams=config, test=(t["test_x"], t["test_y"]))
@@ -248,7 +251,7 @@ def run_trial(config: dict, data: Dataset, trial_dir: Path, checkpoint: tune.Che
         ckpt_path = Path(ckpt_dir) / CHECKPOINT_FILE if checkpoint else None
         if ckpt_path:  # a restarted trial: same LR, no second range test
             saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            model = LitLeNet(**saved["hyper_parameters"])
+            model = LitClassifier(**saved["hyper_parameters"])
         else:
             model = _new_model(config, trainer, train_loader, trial_dir, logger, report, check_every)
         # FLOPs per unit, on a copy of the model on the meta device: no arithmetic, no random draw
@@ -269,30 +272,31 @@ def run_trial(config: dict, data: Dataset, trial_dir: Path, checkpoint: tune.Che
 
 
 def finder_range_test(trainer: pl.Trainer, train_loader, optimizer: str, momentum: float, min_lr: float,
-                      max_lr: float, num_training: int, mode: str) -> tuple[LitLeNet, FinderResult]:
-    """The range test of a finder or cyclic trial: a fresh LeNet (the next draw of the seeded RNG),
-    Lightning's `lr_find` from `min_lr` to `max_lr` in `num_training` steps; the probe keeps its
-    initial weights."""
-    probe = LitLeNet(lr=1e-3, optimizer=optimizer, momentum=momentum, divergence_check_every=0)
+                      max_lr: float, num_training: int, mode: str, task: str) -> tuple[LitClassifier, FinderResult]:
+    """The range test of a finder or cyclic trial: a fresh model of the task (the next draw of the
+    seeded RNG), Lightning's `lr_find` from `min_lr` to `max_lr` in `num_training` steps; the probe
+    keeps its initial weights."""
+    probe = LitClassifier(lr=1e-3, optimizer=optimizer, momentum=momentum, divergence_check_every=0, task=task)
     return probe, range_test(trainer, probe, train_loader, min_lr=min_lr, max_lr=max_lr,
                              num_training=num_training, mode=mode)
 
 
-def _new_model(config, trainer, train_loader, trial_dir, logger, report, check_every) -> LitLeNet:
+def _new_model(config, trainer, train_loader, trial_dir, logger, report, check_every) -> LitClassifier:
     # The arm's LR is the peak of the trial's LR schedule; the cyclic arm keeps its own cycle.
     schedule = config["lr_schedule"] if config["arm"] != "cyclic" else "constant"
-    common = {"optimizer": config["optimizer"], "momentum": config["momentum"], "lr_schedule": schedule}
+    common = {"optimizer": config["optimizer"], "momentum": config["momentum"], "lr_schedule": schedule,
+              "task": config["task"]}
     if config["arm"] == "manual":
-        return LitLeNet(lr=config["lr"], divergence_check_every=check_every, **common)
+        return LitClassifier(lr=config["lr"], divergence_check_every=check_every, **common)
     if config["arm"] in LR_FREE:  # no range test: the optimiser adapts its step size from the base LR
-        return LitLeNet(lr=config["lr"], lr_free=config["arm"], divergence_check_every=check_every, **common)
+        return LitClassifier(lr=config["lr"], lr_free=config["arm"], divergence_check_every=check_every, **common)
     # finder and cyclic arms: Lightning's range test on the training data gives the LR (or, for
     # Smith's cyclical arm, the top of the range), then this same trial trains with it, from the
     # same initial weights (lr_find restores them). The range test's probe has no LR schedule
     # (OneCycleLR would set its momentum on construction): the test is the same under any schedule.
     probe, result = finder_range_test(trainer, train_loader, config["optimizer"], config["momentum"],
                                       config["finder_min_lr"], config["finder_max_lr"],
-                                      config["finder_num_training"], config["finder_mode"])
+                                      config["finder_num_training"], config["finder_mode"], config["task"])
     rule = config["finder_rule"]
     _save_finder(trial_dir, result, rule, logger)
     lr = result.suggestions[rule]
@@ -304,6 +308,6 @@ def _new_model(config, trainer, train_loader, trial_dir, logger, report, check_e
     if config["arm"] == "cyclic":
         cyclic_min = lr * CYCLIC_MIN_FRACTION
         report.fixed.update(cyclic_min_lr=cyclic_min, cyclic_max_lr=lr)
-    model = LitLeNet(lr=lr, cyclic_min_lr=cyclic_min, divergence_check_every=check_every, **common)
+    model = LitClassifier(lr=lr, cyclic_min_lr=cyclic_min, divergence_check_every=check_every, **common)
     model.load_state_dict(probe.state_dict())
     return model
