@@ -162,17 +162,21 @@ class LocalCluster:
         self.groups: list[int] = []
         self.address: str | None = None
 
-    def add_node(self) -> None:
-        """The first node is the head; each node gets 1 CPU and its own free ports."""
+    def add_node(self, cpus: int = 1, hide: Path | None = None) -> None:
+        """The first node is the head; each node gets `cpus` CPUs and its own free ports. `hide`: the
+        node runs in a mount namespace of its own where that folder is an empty tmpfs."""
         agent, grpc, metrics, runtime_env, gcs, dashboard, client = free_ports(7)
         if self.address is None:
             role = ["--head", f"--port={gcs}", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
                     "--include-dashboard=false"]
         else:
             role = [f"--address={self.address}"]
-        cmd = [RAY, "start", *role, "--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+        cmd = [RAY, "start", *role, f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
                f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={grpc}",
                f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}"]
+        if hide is not None:  # the node's processes live on in the namespace after `ray start` returns
+            cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   'mount -t tmpfs tmpfs "$0" && exec "$@"', str(hide), *cmd]
         proc = subprocess.Popen(cmd, env=self.env, start_new_session=True, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.groups.append(proc.pid)  # the node's processes keep this process group
@@ -238,6 +242,27 @@ def test_smoke_study_spreads_over_two_nodes(local_cluster, tmp_path):
     nodes = {row["node_id"] for rows in trials.values() for row in rows}
     assert all(row["node_ip"] for rows in trials.values() for row in rows)
     assert len(nodes) >= 2, f"every trial ran on one node: {nodes}"
+
+
+@pytest.mark.slow
+def test_a_users_task_file_is_shipped_to_a_node_that_cannot_see_it(local_cluster, tmp_path):
+    """The user's task file lives in a folder outside the repository that the worker node does not
+    see (its own mount namespace, the folder under an empty tmpfs); the head takes no trial. Every
+    trial runs there all the same: Ray ships the file with the job (runtime_env's py_modules)."""
+    require("unshare", root=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "my_task.py").write_text((REPO / "examples" / "my_task.py").read_text())
+    local_cluster.add_node(cpus=0)
+    local_cluster.add_node(hide=mine)
+    proc = run([sys.executable, "-m", "study.run", "--task", f"{mine / 'my_task.py'}:TASK", "--smoke", "--arms", "finder,manual",
+                "--finder-rules", "valley", "--lrs", "0.01,0.1", "--address", local_cluster.address,
+                "--results-dir", str(tmp_path / "results"), "--name", "shipped"], local_cluster.env, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, tail(proc)
+    trials = trial_rows(tmp_path / "results" / "shipped")
+    assert len(trials) == 3 and all(rows and rows[-1]["task"] == f"{mine / 'my_task.py'}:TASK" for rows in trials.values())
+    assert all(len(rows) == 2 for rows in trials.values()), {k: len(v) for k, v in trials.items()}  # --smoke's epochs
+    assert len({row["node_id"] for rows in trials.values() for row in rows}) == 1  # the worker: the head has no CPU
 
 
 # -- `ray up` with the local provider -------------------------------------------------------------

@@ -15,6 +15,7 @@ from ray.train._internal.storage import get_fs_and_path
 from study import storage
 from study.config import ConfigError, StudyConfig
 from study.orchestrate import _run_config
+from study.space import plan
 from study.storage import prepare_experiment_dir
 from study.run import main
 from tests.conftest import real_data_dir, run_module
@@ -73,9 +74,9 @@ def test_join_puts_the_name_before_the_query_and_ray_reads_the_same_path():
 
 def test_ray_gets_a_uri_unchanged_and_a_local_path_absolute(tmp_path, monkeypatch):
     uri = s3_uri("bkt/pre", 9000)
-    assert _run_config(StudyConfig(results_dir=uri), trials=1).storage_path == uri
+    assert _run_config(StudyConfig(results_dir=uri), plan(StudyConfig())).storage_path == uri
     monkeypatch.chdir(tmp_path)
-    assert _run_config(StudyConfig(results_dir="res"), trials=1).storage_path == str(tmp_path.resolve() / "res")
+    assert _run_config(StudyConfig(results_dir="res"), plan(StudyConfig())).storage_path == str(tmp_path.resolve() / "res")
     assert storage.storage_path("~/res") == str(Path.home().resolve() / "res")
 
 

@@ -180,7 +180,7 @@ def split(arrays, val_size: int = 5_000, split_seed: int = 0, normalize: bool = 
         test_x, test_y = test_x[: max(1, int(len(test_x) * scale))], test_y[: max(1, int(len(test_y) * scale))]
 
     inputs = train_x[train_idx].astype(np.float32)
-    mean, std = (float(inputs.mean()), float(inputs.std())) if normalize else (0.0, 1.0)
+    mean, std = (float(inputs.mean()), float(inputs.std()) or 1.0) if normalize else (0.0, 1.0)  # constant inputs: std 0
 
     def prep(x: np.ndarray) -> np.ndarray:
         return (x.astype(np.float32) - mean) / std
@@ -203,6 +203,10 @@ def _numpy(x, what: str, spec: str) -> np.ndarray:
         return np.asarray(x)
     except Exception as e:
         raise DataError(f"--task {spec}: {what} is not an array ({type(e).__name__})") from None
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
 
 
 def _read_datamodule(dm, spec: str):
@@ -257,7 +261,7 @@ def from_task(task, spec: str, val_size: int = 5_000, split_seed: int = 0, norma
             raise DataError(f"--task {spec}: {what}_y must hold class indices 0, 1, ... (whole numbers)")
     size = sum(a.nbytes for a in (train_x, train_y, test_x, test_y))
     if size > MAX_DATA_BYTES:
-        raise DataError(f"--task {spec}: its data is {size / 2**30:.1f} GiB, more than the "
-                        f"{MAX_DATA_BYTES / 2**30:g} GiB limit (MAX_DATA_BYTES in trainables/data.py) for data held in memory")
+        raise DataError(f"--task {spec}: its data is {_bytes(size)}, more than the {_bytes(MAX_DATA_BYTES)} limit "
+                        "(MAX_DATA_BYTES in trainables/data.py) for data held in memory")
     source = getattr(data, "source", None) or spec  # where the built-in tasks found Fashion-MNIST
     return split((train_x, train_y, test_x, test_y), val_size, split_seed, normalize, subset, str(source))

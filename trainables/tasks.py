@@ -118,12 +118,13 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 def name(spec: str) -> str:
-    """A task's short name for folders, tables and figures: the built-in's, or 'file:NAME' /
-    'package.module:NAME' (a file's stem, without its folders)."""
+    """A task's short name for folders, tables and figures: the built-in's, or 'file.NAME' /
+    'package.module.NAME' (a file's stem, without its folders; no ':', which Ray Tune's folder
+    names replace)."""
     if is_builtin(spec):
         return spec
     where, attr = parse_spec(spec)
-    return f"{Path(where).stem if where.endswith('.py') else where}:{attr}"
+    return f"{Path(where).stem if where.endswith('.py') else where}.{attr}"
 
 
 def _import(where: str, driver: bool):
