@@ -159,7 +159,7 @@ def search_progress(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     seed = trials.set_index("trial_id")["seed"]
     rows = epochs[epochs["trial_id"].isin(seed.index)].sort_values("report_ts", kind="stable")
     spent = rows.groupby("trial_id")[["train_time_s", "flops"]].diff().fillna(rows[["train_time_s", "flops"]])
-    out = pd.DataFrame({"seed": rows["trial_id"].map(seed).to_numpy(), "s": spent["train_time_s"].to_numpy(),
+    out = pd.DataFrame({"seed": rows["trial_id"].map(seed).to_numpy(), "s": spent["train_time_s"].astype(float).to_numpy(),
                         "flops": spent["flops"].astype(float).to_numpy(), "val_acc": rows["val_acc"].astype(float).to_numpy()})
     by_seed = out.groupby("seed", sort=True)
     return out.assign(compute_s=by_seed["s"].cumsum(), compute_flops=by_seed["flops"].cumsum(),

@@ -79,7 +79,7 @@ class StudyConfig:
     seeds: int = _opt(1, "run every arm with this many seeds: --seed, --seed+1, ...", int)
     preset: str | None = _opt(None, "'writeup': the write-up's setting (Adam, 5 epochs, 48k/12k split, no normalisation, LRs 1e-5,1e-4,1e-1,2e-3,0.0363)", choices=PRESETS)
     # -- training -----------------------------------------------------------------------------
-    task: tuple[str, ...] = _opt(("fashion-lenet",), "task(s), comma-separated: a model and its data; the study runs once per task. Built in, on Fashion-MNIST: fashion-lenet (LeNet-5), fashion-mlp (fully connected, no convolutions), fashion-resnet (a small residual network with BatchNorm, 5 epochs unless --epochs). Your own: path/to/file.py:NAME or package.module:NAME, an object with model and data (README: Your model, your data)", _tasks)
+    task: tuple[str, ...] = _opt(("fashion-lenet",), f"task(s), comma-separated: a model and its data; the study runs once per task. Built in, on Fashion-MNIST (docs/TRIALS.md): {', '.join(tasks.BUILTIN)}. Your own: path/to/file.py:NAME or package.module:NAME, an object with model and data (README: Your model, your data)", _tasks)
     epochs: int = _opt(10, "epochs per trial", int)
     batch_size: int = _opt(64, "mini-batch size", int)
     optimizer: tuple[str, ...] = _opt(("sgd",), "optimiser(s), comma-separated: the study runs once per optimiser (sgd, adam)", _names(OPTIMIZERS))

@@ -82,6 +82,22 @@ def fresh_tasks():
             del sys.modules[name]
 
 
+# The built-in tasks' sizes, as docs/TRIALS.md states them
+BUILTIN_PARAMETERS = {"fashion-lenet": 61_706, "fashion-mlp": 235_146, "fashion-resnet": 19_706}
+
+
+@pytest.mark.parametrize("name", list(tasks.BUILTIN))
+def test_each_built_in_task_gives_logits_over_fashion_mnists_classes_at_its_documented_size(name):
+    torch.manual_seed(0)
+    model = tasks.build_model(name)
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, tasks.NUM_CLASSES)
+    parameters = sum(p.numel() for p in model.parameters())
+    assert parameters == BUILTIN_PARAMETERS[name]
+    row = next(line for line in (REPO / "docs" / "TRIALS.md").read_text().splitlines() if line.startswith(f"  | `{name}` |"))
+    assert f"| {parameters:,} |" in row, row
+    assert tasks.name(name) == name and tasks.ship((name,)) == []
+
+
 # -- the contract, checked at the door ---------------------------------------------------------------
 
 def bad(tmp_path: Path, source: str, name: str = "broken_task") -> str:
@@ -280,3 +296,34 @@ def test_the_example_task_runs_a_real_study_from_a_folder_outside_the_repository
         assert config["task"] == f"{outside / 'my_task.py'}:TASK" and config["epochs"] == 2  # --smoke over its defaults
         assert config["batch_size"] == 128  # its own default
     assert "my_task.TASK/sgd" in (tmp_path / "r" / "mine" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_task_whose_model_fails_in_every_trial_still_gets_its_report(tmp_path):
+    """A model that builds in the driver but not in the trials (here: it refuses Ray's workers, as
+    one that needs a file or a device only the driver has would): every trial errors, and the
+    study still reads them, says why and writes its report (no traceback from the analysis)."""
+    task = tmp_path / "driver_only_task.py"
+    task.write_text(textwrap.dedent("""
+        import numpy as np
+        import ray
+        from torch import nn
+        from types import SimpleNamespace
+
+        def model():
+            if ray._private.worker.global_worker.mode == ray.WORKER_MODE:
+                raise RuntimeError("this model builds only in the driver")
+            return nn.Linear(4, 2)
+
+        def data():
+            return np.ones((80, 4), np.float32), np.arange(80) % 2, np.ones((20, 4), np.float32), np.arange(20) % 2
+
+        TASK = SimpleNamespace(model=model, data=data)
+    """))
+    proc = run_module("study.run", "--task", f"{task}:TASK", "--arms", "finder,manual", "--finder-rules", "valley",
+                      "--lrs", "0.1", "--epochs", "1", "--val-size", "20", "--max-failures", "0",
+                      "--results-dir", str(tmp_path / "r"), "--name", "fails", timeout=600)
+    assert "Traceback" not in proc.stderr.split("(pid=")[0] or proc.returncode == 0, proc.stderr[-3000:]
+    report = (tmp_path / "r" / "fails" / "report.md").read_text()
+    assert "this model builds only in the driver" in report, report[:2000]
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
