@@ -243,8 +243,8 @@ def ship(specs: tuple[str, ...]) -> list[str]:
             out.append(str(Path(where).expanduser().resolve()))
             continue
         found = importlib.util.find_spec(where.split(".")[0])
-        origin = found.submodule_search_locations[0] if found and found.submodule_search_locations else \
-            (found.origin if found else None)
+        origin = next(iter(found.submodule_search_locations), None) if found and found.submodule_search_locations \
+            else (found.origin if found else None)  # a package's folder (a namespace package's too), or a module's file
         if origin and "site-packages" not in origin and "dist-packages" not in origin:
             out.append(str(Path(origin).resolve()))
     return list(dict.fromkeys(out))
