@@ -86,7 +86,7 @@ def load(exp_dir: Path) -> Experiment:
     level = log.level
     log.setLevel(logging.ERROR)  # "no results for trial ..." is a status here, not a warning
     try:
-        analysis = _TrialsOnly(str(exp_dir))
+        analysis = _TrialsOnly(str(exp_dir.resolve()))  # Ray Tune reads a relative path as a URI's
     except ValueError:
         raise NotAnExperiment(f"{exp_dir}: no Ray Tune experiment state (experiment_state-*.json)") from None
     finally:

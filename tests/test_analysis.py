@@ -568,3 +568,10 @@ def test_cli_rewrites_the_report_with_another_target(exp_copy, capsys):
     assert saved["target_acc"] == 0.01 and all(t["time_to_target_s"] for t in saved["trials"] if t["status"] == "finished")
     assert saved["verdict"].split(" adam: ")[0] in out and f"report: {exp_copy / 'report.md'}" in out
     assert sum(line.startswith(("sgd: ", "adam: ")) for line in out.splitlines()) == 8
+
+
+def test_cli_reads_an_experiment_given_by_a_relative_path(exp_copy, capsys, monkeypatch):
+    """`python -m study.analyze results/lr-study`, as the README writes it, from the folder above."""
+    monkeypatch.chdir(exp_copy.parent)
+    assert analyze_main([exp_copy.name]) == 0, capsys.readouterr().err
+    assert "report: " in capsys.readouterr().out
