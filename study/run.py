@@ -93,19 +93,14 @@ def _prepare(config: StudyConfig, loaded: dict | None = None):
     user's task file imports it."""
     start = time.perf_counter()
     from study import orchestrate  # noqa: F401 (Ray Tune, Optuna: imported here, in the thread)
-    from trainables.data import DataError, from_task
-    from trainables.tasks import TaskError, check_model, load
+    from trainables.data import DataError
+    from trainables.tasks import TaskError, load, load_data
 
-    data, by_source = {}, {}
     if loaded is None:  # the tasks main() loaded, else (a caller of its own) every task of the config
         loaded = {spec: load(spec, config.data_dir, driver=True) for spec in config.task}
     try:
-        for spec, task in loaded.items():
-            if task.data not in by_source:
-                by_source[task.data] = from_task(task, spec, val_size=config.val_size, split_seed=config.split_seed,
-                                                 normalize=config.normalize, subset=config.subset)
-            data[spec] = by_source[task.data]
-            check_model(spec, data[spec])
+        data = load_data(loaded, val_size=config.val_size, split_seed=config.split_seed,
+                         normalize=config.normalize, subset=config.subset)
     except (DataError, TaskError) as e:
         raise ConfigError(str(e)) from None
     from study import analysis, report  # noqa: F401 (for _report, which must read before Ray shuts down)

@@ -105,14 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args, DEFAULTS)
         from trainables import tasks
-        from trainables.data import DataError, from_task
+        from trainables.data import DataError
 
         try:
-            data = {}
-            for spec in config.task:
-                data[spec] = from_task(tasks.load(spec, config.data_dir, driver=True), spec, val_size=config.val_size,
-                                       split_seed=config.split_seed, normalize=config.normalize, subset=config.subset)
-                tasks.check_model(spec, data[spec])
+            loaded = {spec: tasks.load(spec, config.data_dir, driver=True) for spec in config.task}
+            data = tasks.load_data(loaded, val_size=config.val_size, split_seed=config.split_seed,
+                                   normalize=config.normalize, subset=config.subset)
         except (DataError, tasks.TaskError) as e:
             raise ConfigError(str(e)) from None
     except ConfigError as e:

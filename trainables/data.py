@@ -130,12 +130,12 @@ def locate(data_dir: str | None) -> Path:
 MAX_DATA_BYTES = 4 * 2**30  # a task's data travels whole through Ray's object store, into every trial
 
 
-def read_fashion_mnist(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def read_fashion_mnist(data_dir: str | None = None, strict_counts: bool = True) -> tuple[np.ndarray, ...]:
     """Fashion-MNIST's 60,000 training and 10,000 test images, float32 in [0, 1], (N, 1, 28, 28),
-    and their labels: the built-in tasks' data (trainables/tasks.py)."""
+    and their labels: the built-in tasks' data (trainables/tasks.py). `strict_counts` checks 60k/10k."""
     directory = locate(data_dir)
-    train_x, train_y = _read_split(directory, "train_images", "train_labels", TRAIN_COUNT)
-    test_x, test_y = _read_split(directory, "test_images", "test_labels", TEST_COUNT)
+    train_x, train_y = _read_split(directory, "train_images", "train_labels", TRAIN_COUNT if strict_counts else 0)
+    test_x, test_y = _read_split(directory, "test_images", "test_labels", TEST_COUNT if strict_counts else 0)
     return _unit(train_x), train_y, _unit(test_x), test_y
 
 
@@ -151,12 +151,9 @@ def load_dataset(
     subset: int | None = None,
     strict_counts: bool = True,
 ) -> Dataset:
-    """Load, validate and split Fashion-MNIST (`split`). `strict_counts` checks 60k/10k."""
-    directory = locate(data_dir)
-    train_x, train_y = _read_split(directory, "train_images", "train_labels", TRAIN_COUNT if strict_counts else 0)
-    test_x, test_y = _read_split(directory, "test_images", "test_labels", TEST_COUNT if strict_counts else 0)
-    return split((_unit(train_x), train_y, _unit(test_x), test_y), val_size, split_seed, normalize, subset,
-                 str(directory))
+    """Load, validate and split Fashion-MNIST (`read_fashion_mnist`, then `split`)."""
+    return split(read_fashion_mnist(data_dir, strict_counts), val_size, split_seed, normalize, subset,
+                 str(locate(data_dir)))
 
 
 def split(arrays, val_size: int = 5_000, split_seed: int = 0, normalize: bool = True, subset: int | None = None,
@@ -183,10 +180,10 @@ def split(arrays, val_size: int = 5_000, split_seed: int = 0, normalize: bool = 
     mean, std = (float(inputs.mean()), float(inputs.std()) or 1.0) if normalize else (0.0, 1.0)  # constant inputs: std 0
 
     def prep(x: np.ndarray) -> np.ndarray:
-        return (x.astype(np.float32) - mean) / std
+        return (x.astype(np.float32, copy=False) - mean) / std
 
     return Dataset(
-        train_x=prep(train_x[train_idx]),
+        train_x=prep(inputs),
         train_y=train_y[train_idx].astype(np.int64),
         val_x=prep(train_x[val_idx]),
         val_y=train_y[val_idx].astype(np.int64),

@@ -231,6 +231,22 @@ def check_model(spec: str, dataset) -> int:
     return shape[1]
 
 
+def load_data(loaded: dict[str, Task], **split) -> dict:
+    """Each task's data (`loaded`: Task by --task spec), read, checked and split once per distinct
+    `data` (the built-in tasks share Fashion-MNIST's), then one forward pass of each task's model
+    on it (`check_model`). `split`: trainables/data.py's `from_task` settings (val_size, ...).
+    DataError or TaskError with one line."""
+    from trainables.data import from_task
+
+    data, by_source = {}, {}
+    for spec, task in loaded.items():
+        if task.data not in by_source:
+            by_source[task.data] = from_task(task, spec, **split)
+        data[spec] = by_source[task.data]
+        check_model(spec, data[spec])
+    return data
+
+
 def ship(specs: tuple[str, ...]) -> list[str]:
     """What Ray must ship to every node for these tasks (runtime_env's py_modules): each task
     file, and each task package that is not installed in site-packages (the user's own source)."""
