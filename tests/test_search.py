@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 from ray.tune.experiment import Experiment
@@ -154,37 +157,46 @@ def test_a_real_bayes_study_draws_the_same_lrs_twice(tmp_path):
     assert lrs[0] == lrs[1]
 
 
+# study.run, with a Ray Tune callback that prints how many trials Ray Tune had each time one started
+COUNT_AT_START = """
+import json, sys
+from ray import tune
+from study import orchestrate, run
+
+known_at_start = []
+
+class CountAtStart(tune.Callback):
+    def on_trial_start(self, iteration, trials, trial, **info):
+        known_at_start.append(len(trials))
+
+run_config = orchestrate._run_config
+
+def with_count(*args):
+    config = run_config(*args)
+    config.callbacks.append(CountAtStart())
+    return config
+
+orchestrate._run_config = with_count
+code = run.main(sys.argv[1:])
+print("known at start:", json.dumps(known_at_start))
+sys.exit(code)
+"""
+
+
 @pytest.mark.slow
-def test_a_real_bayes_study_starts_a_whole_batch_at_once(tmp_path, monkeypatch):
+def test_a_real_bayes_study_starts_a_whole_batch_at_once(tmp_path):
     """On 4 trial slots a search's batch is 4 trials, suggested together. Ray Tune asks a searcher
     for a trial only while fewer than its pending limit wait for a worker (one, for a searcher other
     than its basic variant generator, unless told otherwise): so the whole batch is Ray Tune's
-    before the first of it starts, which is what lets all 4 start together. Counted from Ray Tune's
-    own callback, in the study's own process, not from start times (a worker's start-up can vary
-    by seconds on a busy machine)."""
-    from ray import tune
+    before the first of it starts, which is what lets all 4 start together. Counted by Ray Tune's
+    own callback in the study's process, not from start times (a worker's start-up can vary by
+    seconds on a busy machine)."""
+    from tests.conftest import REPO, real_data_dir
 
-    from study import orchestrate, run
-    from tests.conftest import real_data_dir
-
-    known_at_start = []  # how many trials Ray Tune had, each time one of them started
-
-    class CountAtStart(tune.Callback):
-        def on_trial_start(self, iteration, trials, trial, **info):
-            known_at_start.append(len(trials))
-
-    run_config = orchestrate._run_config
-
-    def with_count(*args):
-        config = run_config(*args)
-        config.callbacks.append(CountAtStart())
-        return config
-
-    monkeypatch.setattr(orchestrate, "_run_config", with_count)
-    monkeypatch.setenv("RAY_OVERRIDE_RESOURCES", '{"CPU": 4}')
-    code = run.main(["--smoke", "--subset", "640", "--epochs", "1", "--search", "bayes", "--num-samples", "4",
-                     "--arms", "manual", "--results-dir", str(tmp_path), "--name", "batch",
-                     "--data-dir", str(real_data_dir())])
-    assert code == 0
+    proc = subprocess.run([sys.executable, "-c", COUNT_AT_START, "--smoke", "--subset", "640", "--epochs", "1",
+                           "--search", "bayes", "--num-samples", "4", "--arms", "manual", "--results-dir", str(tmp_path),
+                           "--name", "batch", "--data-dir", str(real_data_dir())], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "RAY_OVERRIDE_RESOURCES": '{"CPU": 4}'})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert json.loads((tmp_path / "batch" / "study.json").read_text())["bayes"]["batch"] == 4
-    assert known_at_start == [4, 4, 4, 4]
+    assert "known at start: [4, 4, 4, 4]" in proc.stdout.splitlines(), proc.stdout[-3000:]
