@@ -14,10 +14,13 @@ import sys
 import time
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
+import pyarrow.fs
 import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.result import EXPR_RESULT_FILE
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -39,6 +42,35 @@ METRIC, MODE = "val_acc", "max"
 # RAY_AIR_NEW_OUTPUT=0 to select, prints nothing at verbose=0 (errors still come as log records).
 TUNE_SETTINGS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
                  "RAY_AIR_NEW_OUTPUT": "0"}
+
+
+class ResultLog(JsonLoggerCallback):
+    """Ray Tune's result.json, appended straight to the trial's folder of a local experiment.
+
+    Ray Tune's own logger writes it in a staging folder and copies that folder over the
+    experiment's at each sync, not atomically: a driver killed mid-copy left a finished trial's
+    result.json empty (tests/test_reliability.py, on a loaded machine), every epoch lost. Appended
+    in place, a kill tears at most the last line, which the analysis skips and a resumed trial
+    reports again. A URI's experiment (no appending there) keeps Ray Tune's way."""
+
+    def log_trial_start(self, trial) -> None:
+        if not isinstance(trial.storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+            return super().log_trial_start(trial)
+        if trial in self._trial_files:
+            self._trial_files[trial].close()
+        self.update_config(trial, trial.config)  # params.json, params.pkl (Ray Tune's way)
+        self._trial_files[trial] = open_lines(Path(trial.path) / EXPR_RESULT_FILE)
+
+
+def open_lines(path: Path):
+    """`path` opened to append lines to those it has (a resumed trial's rows stay); a half line
+    that a killed driver left stays a line of its own, which the analysis skips."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    file = path.open("at")
+    if torn:
+        file.write("\n")
+    return file
 
 
 class ManualOnlyASHA(ASHAScheduler):
@@ -131,7 +163,7 @@ def _run_config(config: StudyConfig, plan: Plan) -> tune.RunConfig:
         # progress.csv, result.json; and, on the console, a status line on a terminal and one line
         # per ended trial (study/progress.py), which go to trials.log, instead of Ray Tune's boxes
         # and tables (verbose=0, and RAY_AIR_NEW_OUTPUT=0 in TUNE_SETTINGS)
-        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
+        callbacks=[CSVLoggerCallback(), ResultLog(),
                    Progress(storage.experiment_dir(config.results_dir, config.name), plan.trials, config.epochs,
                             epochs_planned=plan.epochs)],
         verbose=0,

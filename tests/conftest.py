@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -60,6 +61,36 @@ def run_module(module: str, *args: str, timeout: float = 600, **env) -> subproce
     """`python -m module args` from the repository root, as a user would run it."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **env})
+
+
+# `python -m study.run`, with one more Ray Tune callback in its driver: `source` defines `Watch`, a
+# tune.Callback whose class attribute `seen` (a list) is printed as JSON once the study has ended.
+WITH_CALLBACK = """
+import json, sys
+from ray import tune
+from study import orchestrate, run
+{source}
+run_config = orchestrate._run_config
+
+def with_watch(*args):
+    config = run_config(*args)
+    config.callbacks.append(Watch())
+    return config
+
+orchestrate._run_config = with_watch
+code = run.main(sys.argv[1:])
+print("seen:", json.dumps(Watch.seen))
+sys.exit(code)
+"""
+
+
+def run_watched(source: str, *args: str, timeout: float = 300, **env) -> tuple[subprocess.CompletedProcess, list]:
+    """study.run `args` with the callback `Watch` of `source` (see WITH_CALLBACK); what it saw."""
+    proc = subprocess.run([sys.executable, "-c", WITH_CALLBACK.format(source=source), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    [seen] = [line.removeprefix("seen: ") for line in proc.stdout.splitlines() if line.startswith("seen: ")]
+    return proc, json.loads(seen)
 
 
 @pytest.fixture(scope="session")

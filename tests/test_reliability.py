@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, real_data_dir, run_module
+from tests.conftest import REPO, real_data_dir, run_module, run_watched
 from trainables.data import FILES
 
 POLL_S = 0.05
@@ -393,6 +393,48 @@ def test_restarted_finder_trial_keeps_its_lr_and_range_test(interrupted_study):
     assert [r["finder_time_s"] for r in history] == pytest.approx([finder["finder_time_s"]] * len(history))
     t = summary_trials(exp)[name]
     assert t["status"] == "finished" and t["failures"] == 1, t
+
+
+# Each reported row, and how many rows the trial's result.json in the experiment folder has then
+ROWS_AT_RESULT = """
+from pathlib import Path
+
+class Watch(tune.Callback):
+    seen = []
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        path = Path(trial.path) / "result.json"
+        Watch.seen.append([result["training_iteration"], len(path.read_text().splitlines()) if path.is_file() else 0])
+"""
+
+
+@pytest.mark.parametrize("before", ["", '{"epoch": 0}\n', '{"epoch": 0}\n{"epo'])
+def test_rows_appended_after_a_killed_driver_stay_whole(tmp_path, before):
+    from study.orchestrate import open_lines
+
+    path = tmp_path / "trial" / "result.json"
+    if before:
+        path.parent.mkdir()
+        path.write_text(before)
+    with open_lines(path) as f:
+        f.write('{"epoch": 1}\n')
+    parsed = []
+    for line in path.read_text().splitlines():
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:  # the half line, as the analysis skips it
+            continue
+    assert parsed == ([{"epoch": 0}] if before else []) + [{"epoch": 1}]
+
+
+@pytest.mark.slow
+def test_each_row_is_in_the_experiment_folder_as_soon_as_it_is_reported(tmp_path):
+    """result.json is appended in the trial's folder, not copied there from Ray Tune's staging
+    folder at each sync (a copy that a killed driver left empty, every finished epoch lost): when a
+    trial's row reaches the callbacks, the experiment folder already holds it and every row before."""
+    _, seen = run_watched(ROWS_AT_RESULT, "--smoke", "--epochs", "2", "--results-dir", str(tmp_path), "--name", "rows",
+                          "--data-dir", str(real_data_dir()))
+    assert len(seen) >= 7 and all(rows == epoch for epoch, rows in seen), seen  # 7 trials, 1-2 rows each
 
 
 # -- 4: bad input that only shows at the process level ------------------------------------------------

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 from ray.tune.experiment import Experiment
@@ -157,29 +154,13 @@ def test_a_real_bayes_study_draws_the_same_lrs_twice(tmp_path):
     assert lrs[0] == lrs[1]
 
 
-# study.run, with a Ray Tune callback that prints how many trials Ray Tune had each time one started
+# Ray Tune's count of its trials, each time one starts
 COUNT_AT_START = """
-import json, sys
-from ray import tune
-from study import orchestrate, run
+class Watch(tune.Callback):
+    seen = []
 
-known_at_start = []
-
-class CountAtStart(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
-        known_at_start.append(len(trials))
-
-run_config = orchestrate._run_config
-
-def with_count(*args):
-    config = run_config(*args)
-    config.callbacks.append(CountAtStart())
-    return config
-
-orchestrate._run_config = with_count
-code = run.main(sys.argv[1:])
-print("known at start:", json.dumps(known_at_start))
-sys.exit(code)
+        Watch.seen.append(len(trials))
 """
 
 
@@ -191,12 +172,11 @@ def test_a_real_bayes_study_starts_a_whole_batch_at_once(tmp_path):
     before the first of it starts, which is what lets all 4 start together. Counted by Ray Tune's
     own callback in the study's process, not from start times (a worker's start-up can vary by
     seconds on a busy machine)."""
-    from tests.conftest import REPO, real_data_dir
+    from tests.conftest import real_data_dir, run_watched
 
-    proc = subprocess.run([sys.executable, "-c", COUNT_AT_START, "--smoke", "--subset", "640", "--epochs", "1",
-                           "--search", "bayes", "--num-samples", "4", "--arms", "manual", "--results-dir", str(tmp_path),
-                           "--name", "batch", "--data-dir", str(real_data_dir())], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "RAY_OVERRIDE_RESOURCES": '{"CPU": 4}'})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _, known_at_start = run_watched(COUNT_AT_START, "--smoke", "--subset", "640", "--epochs", "1", "--search", "bayes",
+                                    "--num-samples", "4", "--arms", "manual", "--results-dir", str(tmp_path),
+                                    "--name", "batch", "--data-dir", str(real_data_dir()),
+                                    RAY_OVERRIDE_RESOURCES='{"CPU": 4}')
     assert json.loads((tmp_path / "batch" / "study.json").read_text())["bayes"]["batch"] == 4
-    assert "known at start: [4, 4, 4, 4]" in proc.stdout.splitlines(), proc.stdout[-3000:]
+    assert known_at_start == [4, 4, 4, 4]
