@@ -31,6 +31,7 @@ from study.progress import Progress
 from study.space import Plan, param_space, trial_dirname
 from trainables import train_trial  # imports torch and Lightning in the trial's worker, not here
 from trainables.data import Dataset
+from trainables.files import write_atomic
 from trainables.work import cpu_model
 
 METRIC, MODE = "val_acc", "max"
@@ -49,9 +50,8 @@ class ResultLog(JsonLoggerCallback):
 
     Ray Tune's own logger writes it in a staging folder and copies that folder over the
     experiment's at each sync, not atomically: a driver killed mid-copy left a finished trial's
-    result.json empty (tests/test_reliability.py, on a loaded machine), every epoch lost. Appended
-    in place, a kill tears at most the last line, which the analysis skips and a resumed trial
-    reports again. A URI's experiment (no appending there) keeps Ray Tune's way."""
+    result.json empty (tests/test_reliability.py, on a loaded machine), every epoch lost. Here a
+    kill tears at most the last line. A URI's experiment (no appending there) keeps Ray Tune's way."""
 
     def log_trial_start(self, trial) -> None:
         if not isinstance(trial.storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
@@ -59,18 +59,29 @@ class ResultLog(JsonLoggerCallback):
         if trial in self._trial_files:
             self._trial_files[trial].close()
         self.update_config(trial, trial.config)  # params.json, params.pkl (Ray Tune's way)
-        self._trial_files[trial] = open_lines(Path(trial.path) / EXPR_RESULT_FILE)
+        path = Path(trial.path) / EXPR_RESULT_FILE
+        keep_rows(path, (trial.last_result or {}).get("training_iteration", 0))
+        self._trial_files[trial] = path.open("at")
 
 
-def open_lines(path: Path):
-    """`path` opened to append lines to those it has (a resumed trial's rows stay); a half line
-    that a killed driver left stays a line of its own, which the analysis skips."""
+def keep_rows(path: Path, last_iteration: int) -> None:
+    """Make a trial's result.json what the state Ray Tune restored says it reported: its rows up to
+    `last_iteration`, whole lines only. A driver killed after saving that state may have appended
+    more, which the restored trial reports again; a kill mid-write leaves half a line."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    file = path.open("at")
-    if torn:
-        file.write("\n")
-    return file
+    if not path.is_file() or not path.stat().st_size:
+        return
+    text = path.read_text()
+    kept = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row.get("training_iteration", 0) <= last_iteration:
+            kept.append(line)
+    if text != "".join(line + "\n" for line in kept):
+        write_atomic(path, "".join(line + "\n" for line in kept))
 
 
 class ManualOnlyASHA(ASHAScheduler):

@@ -260,9 +260,18 @@ LRS = "0.01,0.02,0.05"  # + the finder: 4 trials
 ONE_AT_A_TIME = {"RAY_OVERRIDE_RESOURCES": json.dumps({"CPU": 1})}
 
 
-def progress(exp: Path) -> tuple[dict, dict]:
-    """(finished, unfinished with at least one epoch) trials, by name, with their rows so far."""
+def progress(exp: Path, saved: bool = False) -> tuple[dict, dict]:
+    """(finished, unfinished with at least one epoch) trials, by name, with their rows so far; with
+    `saved`, only the rows that the experiment's saved state has seen reported: what --resume
+    starts from (result.json may hold more, reported after the state was saved: --resume drops them
+    and the trial reports them again)."""
     current = all_rows(exp)
+    if saved:
+        from ray import tune
+
+        state = {Path(t.path).name: (t.last_result or {}).get("training_iteration", 0)
+                 for t in tune.ExperimentAnalysis(str(exp)).trials}
+        current = {k: [r for r in v if r["training_iteration"] <= state.get(k, 0)] for k, v in current.items()}
     done = {k: v for k, v in current.items() if v and v[-1]["epoch"] == EPOCHS - 1}
     partial = {k: v for k, v in current.items() if v and v[-1]["epoch"] < EPOCHS - 1}
     return done, partial
@@ -295,7 +304,7 @@ def interrupted_study(tmp_path_factory) -> dict:
     finally:
         study.stop()
     record["sigint_study"] = study
-    record["at_sigint"] = progress(study.exp)  # what the resume starts from
+    record["at_sigint"] = progress(study.exp, saved=True)  # what the resume starts from
     record["reports_after_sigint"] = [p.name for p in study.exp.iterdir() if p.name in ("summary.json", "report.md")]
 
     before = tree(study.exp)
@@ -314,7 +323,7 @@ def interrupted_study(tmp_path_factory) -> dict:
         record["sigkill_exit"] = study.wait()
     finally:
         study.stop()
-    record["at_sigkill"] = progress(study.exp)
+    record["at_sigkill"] = progress(study.exp, saved=True)
 
     study = Study(results, "study", *resume, log="third", env=ONE_AT_A_TIME)
     try:
@@ -408,23 +417,21 @@ class Watch(tune.Callback):
 """
 
 
-@pytest.mark.parametrize("before", ["", '{"epoch": 0}\n', '{"epoch": 0}\n{"epo'])
-def test_rows_appended_after_a_killed_driver_stay_whole(tmp_path, before):
-    from study.orchestrate import open_lines
+@pytest.mark.parametrize("last_iteration, rows", [(0, []), (2, [1, 2]), (3, [1, 2, 3]), (9, [1, 2, 3])])
+def test_a_resumed_trials_rows_are_those_its_restored_state_reported(tmp_path, last_iteration, rows):
+    """Rows after the restored state's last iteration go (the trial reports them again), and so
+    does the half line of a driver killed mid-write; the rows written after stay whole."""
+    from study.orchestrate import keep_rows
 
     path = tmp_path / "trial" / "result.json"
-    if before:
-        path.parent.mkdir()
-        path.write_text(before)
-    with open_lines(path) as f:
-        f.write('{"epoch": 1}\n')
-    parsed = []
-    for line in path.read_text().splitlines():
-        try:
-            parsed.append(json.loads(line))
-        except ValueError:  # the half line, as the analysis skips it
-            continue
-    assert parsed == ([{"epoch": 0}] if before else []) + [{"epoch": 1}]
+    path.parent.mkdir()
+    path.write_text("".join(json.dumps({"training_iteration": i}) + "\n" for i in (1, 2, 3)) + '{"training_it')
+    keep_rows(path, last_iteration)
+    with path.open("a") as f:
+        f.write(json.dumps({"training_iteration": 10}) + "\n")
+    assert [json.loads(line)["training_iteration"] for line in path.read_text().splitlines()] == rows + [10]
+    keep_rows(tmp_path / "new" / "result.json", 0)  # a trial's first start: nothing there yet
+    assert not (tmp_path / "new" / "result.json").exists()
 
 
 @pytest.mark.slow
