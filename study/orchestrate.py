@@ -60,6 +60,7 @@ class ResultLog(JsonLoggerCallback):
             self._trial_files[trial].close()
         self.update_config(trial, trial.config)  # params.json, params.pkl (Ray Tune's way)
         path = Path(trial.path) / EXPR_RESULT_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
         keep_rows(path, (trial.last_result or {}).get("training_iteration", 0))
         self._trial_files[trial] = path.open("at")
 
@@ -68,20 +69,18 @@ def keep_rows(path: Path, last_iteration: int) -> None:
     """Make a trial's result.json what the state Ray Tune restored says it reported: its rows up to
     `last_iteration`, whole lines only. A driver killed after saving that state may have appended
     more, which the restored trial reports again; a kill mid-write leaves half a line."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file() or not path.stat().st_size:
         return
-    text = path.read_text()
-    kept = []
+    text, kept = path.read_text(), ""
     for line in text.splitlines():
         try:
             row = json.loads(line)
         except ValueError:
             continue
         if row.get("training_iteration", 0) <= last_iteration:
-            kept.append(line)
-    if text != "".join(line + "\n" for line in kept):
-        write_atomic(path, "".join(line + "\n" for line in kept))
+            kept += line + "\n"
+    if kept != text:
+        write_atomic(path, kept)
 
 
 class ManualOnlyASHA(ASHAScheduler):
