@@ -247,3 +247,10 @@ def config_from_args(args: argparse.Namespace, defaults: dict | None = None) -> 
     if config.smoke:
         config = replace(config, **{k: v for k, v in SMOKE.items() if k not in given})
     return config.validate()
+
+
+def data_settings(config: StudyConfig, batch_size: int | None) -> dict:
+    """What trainables.checks.load_data needs of a task's config: its split, the metric its module
+    must log, and `batch_size` (None: a live DataModule keeps its own)."""
+    return {"metric": getattr(config, "metric", "val_acc"), "batch_size": batch_size, "val_size": config.val_size,
+            "split_seed": config.split_seed, "normalize": config.normalize, "subset": config.subset}

@@ -30,7 +30,7 @@ from dataclasses import fields
 # Only what parsing and validating the flags needs: --help, --version and a bad flag answer at
 # once. Ray, torch (for the data's split), pandas and matplotlib (seconds to import) come in main(),
 # after; Lightning only in the trials' workers.
-from study.config import ConfigError, StudyConfig, build_parser, config_from_args, flag, with_task_defaults
+from study.config import ConfigError, StudyConfig, build_parser, config_from_args, data_settings, flag, with_task_defaults
 
 PROG = "study.run"
 # Flags that may differ when resuming; everything else comes from the stored study.json.
@@ -93,14 +93,14 @@ def _prepare(config: StudyConfig, loaded: dict | None = None):
     user's task file imports it."""
     start = time.perf_counter()
     from study import orchestrate  # noqa: F401 (Ray Tune, Optuna: imported here, in the thread)
+    from trainables.checks import load_data
     from trainables.data import DataError
-    from trainables.tasks import TaskError, load, load_data
+    from trainables.tasks import TaskError, load
 
     if loaded is None:  # the tasks main() loaded, else (a caller of its own) every task of the config
         loaded = {spec: load(spec, config.data_dir, driver=True) for spec in config.task}
     try:
-        data = load_data(loaded, val_size=config.val_size, split_seed=config.split_seed,
-                         normalize=config.normalize, subset=config.subset)
+        data = load_data(loaded, {spec: data_settings(config, config.batch_size) for spec in loaded})
     except (DataError, TaskError) as e:
         raise ConfigError(str(e)) from None
     from study import analysis, report  # noqa: F401 (for _report, which must read before Ray shuts down)

@@ -6,7 +6,7 @@
     python -m study.sensitivity --task fashion-mlp,fashion-resnet   # other models' range tests
 
 For every task, optimiser, seed and setting (`SETTINGS`: Lightning's range, fastai's range, 300 steps)
-it runs the range test exactly as a finder trial does (`trainables.trainable.finder_range_test`:
+it runs the range test exactly as a finder trial does (`trainables.trainable.trial_range_test`:
 same seeding, same data order, same initial weights, so seed s here is seed s of a study), and
 applies every rule (`trainables.finder_rules.RULES`) to the curve. Prints a markdown table of
 each rule's pick, median and [min, max] over the seeds, and the rules that picked the same LR on
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from study.config import ConfigError, StudyConfig, build_parser, config_from_args
+from study.config import ConfigError, StudyConfig, build_parser, config_from_args, data_settings
 from trainables.files import write_atomic
 from trainables.finder_rules import RULES
 
@@ -43,26 +43,16 @@ def run_range_tests(config: StudyConfig, data) -> list[dict]:
     """One row per (task, optimizer, setting, seed): every rule's pick, on both curves, and the
     test's seconds. `data`: each task's Dataset by --task spec, or one for every task."""
     os.environ.setdefault("TQDM_DISABLE", "1")  # lr_find's progress bar, one per test; tqdm reads this at import
-    import pytorch_lightning as pl
-    import torch
+    from study.space import TRIAL_SETTINGS
+    from trainables.trainable import trial_range_test
 
-    from trainables.batches import batches
-    from trainables.trainable import _quiet_lightning, _tensors, finder_range_test
-
-    _quiet_lightning()
-    torch.set_num_threads(config.cpus_per_trial)
     rows = []
     for task, optimizer in ((task, optimizer) for task in config.task for optimizer in config.optimizer):
-        t = _tensors(data[task] if isinstance(data, dict) else data, torch.device("cpu"))
         for setting, (min_lr, max_lr, steps) in SETTINGS.items():
             for seed in range(config.seed, config.seed + config.seeds):
-                pl.seed_everything(seed, workers=True, verbose=False)  # as run_trial does, in its order
-                loader = batches(t["train_x"], t["train_y"], config.batch_size, shuffle=True, seed=seed)
-                trainer = pl.Trainer(max_epochs=config.epochs, accelerator="cpu", devices=1, logger=False,
-                                     enable_progress_bar=False, enable_model_summary=False,
-                                     enable_checkpointing=False, num_sanity_val_steps=0)
-                _, result = finder_range_test(trainer, loader, optimizer, config.momentum, min_lr, max_lr, steps,
-                                              config.finder_mode, task)
+                trial = {**{k: getattr(config, k) for k in TRIAL_SETTINGS}, "task": task, "optimizer": optimizer,
+                         "seed": seed, "finder_min_lr": min_lr, "finder_max_lr": max_lr, "finder_num_training": steps}
+                result = trial_range_test(trial, data[task] if isinstance(data, dict) else data)
                 rows.append({"task": task, "optimizer": optimizer, "setting": setting, "seed": seed, "min_lr": min_lr,
                              "max_lr": max_lr, "num_training": steps, "points": len(result.lrs),
                              "seconds": result.seconds, "suggestions": result.suggestions,
@@ -105,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args, DEFAULTS)
         from trainables import tasks
+        from trainables.checks import load_data
         from trainables.data import DataError
 
         try:
             loaded = {spec: tasks.load(spec, config.data_dir, driver=True) for spec in config.task}
-            data = tasks.load_data(loaded, val_size=config.val_size, split_seed=config.split_seed,
-                                   normalize=config.normalize, subset=config.subset)
+            data = load_data(loaded, {spec: data_settings(config, batch_size=None) for spec in config.task})
         except (DataError, tasks.TaskError) as e:
             raise ConfigError(str(e)) from None
     except ConfigError as e:

@@ -11,10 +11,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.tuner.lr_finder import _LRCallback
 
-from tests.test_model import tiny_loaders, trainer
+from tests.test_model import study_module, tiny_loaders, trainer
 from trainables.finder import BETA, ema_debiased, range_test
 from trainables.finder_rules import RULES, suggest
-from trainables.module import LitClassifier
 
 
 def test_ema_is_debiased_from_the_first_step():
@@ -111,7 +110,7 @@ def _invert_lightning(recorded: list[float]) -> list[float]:
 def test_range_test_recovers_the_true_curve_and_keeps_initial_weights(tmp_path, max_lr):
     pl.seed_everything(0, verbose=False)
     train, _, _ = tiny_loaders(tmp_path)
-    model = LitClassifier(lr=1e-3)
+    model = study_module(lr=1e-3)
     before = [p.detach().clone() for p in model.parameters()]
     result = range_test(trainer(default_root_dir=str(tmp_path)), model, train, max_lr=max_lr, num_training=30)
     n = len(result.lrs)
@@ -130,7 +129,8 @@ def test_range_test_recovers_the_true_curve_and_keeps_initial_weights(tmp_path, 
     assert set(result.suggestions) == set(RULES) == set(result.suggestions_lightning_curve)
     assert result.suggestions["lightning"] == result.suggestions_lightning_curve["lightning"]
     assert result.suggestions["steepest"] == suggest("steepest", result.lrs, result.loss, 30)
-    assert model.step_losses is None and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert "on_train_batch_end" not in vars(model)  # the recording hook is gone
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     json.dumps(result.record())  # lr_finder.json is plain JSON
 
 
@@ -140,6 +140,6 @@ def test_range_test_runs_all_its_steps_whatever_the_trainers_epochs(tmp_path):
     train, _, _ = tiny_loaders(tmp_path)
     assert len(train) == 10
     fit = trainer(epochs=1, default_root_dir=str(tmp_path))
-    result = range_test(fit, LitClassifier(lr=1e-3), train, max_lr=1e-2, num_training=30)
+    result = range_test(fit, study_module(lr=1e-3), train, max_lr=1e-2, num_training=30)
     assert len(result.lrs) == 30 and result.suggestions["valley"] is not None
     assert fit.max_epochs == 1  # restored for the training that follows

@@ -17,7 +17,9 @@ from study.orchestrate import ManualOnlyASHA
 from study.space import trial_dirname, trial_points
 from tests.conftest import make_idx_dir
 from trainables.data import load_dataset
-from trainables.module import LitClassifier, step_size
+from trainables import optim
+from trainables.module import LitClassifier
+from trainables.optim import step_size
 
 STUDY = StudyConfig(arms=("manual", "prodigy", "dadapt"), optimizer=("sgd", "adam"), lrs=(0.01,), epochs=2,
                     batch_size=32, val_size=100)
@@ -34,17 +36,22 @@ def trials(tmp_path_factory) -> list[tuple[dict, list[dict], torch.optim.Optimiz
     with pytest.MonkeyPatch.context() as mp:
         rows, optimizers, models = [], [], []
         mp.setattr(tune, "report", lambda metrics, **kw: rows.append(dict(metrics)))
-        for name in ("finder_range_test", "range_test"):
-            mp.setattr(trainable, name, lambda *a, **k: pytest.fail("a range test ran"))
-        configure = LitClassifier.configure_optimizers
+        mp.setattr(trainable, "range_test", lambda *a, **k: pytest.fail("a range test ran"))
+        configure, step = optim.configure_optimizers, LitClassifier.training_step
 
-        def spy(model):
-            model.step_losses = []  # the module records every step's loss in it
+        def spy(model, settings):
+            model.step_losses = []  # every step's loss goes in (the training_step spy below)
             models.append(model)
-            optimizers.append(configure(model))
+            optimizers.append(configure(model, settings))
             return optimizers[-1]
 
-        mp.setattr(LitClassifier, "configure_optimizers", spy)
+        def recording_step(model, batch, batch_idx):
+            loss = step(model, batch, batch_idx)
+            model.step_losses.append(loss.item())
+            return loss
+
+        mp.setattr(optim, "configure_optimizers", spy)
+        mp.setattr(LitClassifier, "training_step", recording_step)
         try:
             for i, config in enumerate(trial_points(STUDY)):
                 trainable.run_trial(config, data, tmp_path_factory.mktemp(f"trial{i}"), None,

@@ -11,7 +11,23 @@ from tests.conftest import make_idx_dir
 from trainables.batches import batches
 from trainables.data import load_dataset
 from trainables.model import lenet5
-from trainables.module import Diverged, LitClassifier
+from trainables.callbacks import Diverged, for_package
+from trainables.module import LitClassifier
+from trainables.optim import Optim, install
+
+
+def study_module(lr: float, **optim) -> LitClassifier:
+    """The short form's module with the study's optimiser (`optim`: trainables.optim.Optim's fields)."""
+    model = LitClassifier(lr=lr)
+    install(model, Optim(**optim))
+    return model
+
+
+@torch.no_grad()
+def evaluate(model: LitClassifier, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    model.eval()
+    logits = model(x)
+    return {"loss": float(torch.nn.functional.cross_entropy(logits, y)), "acc": float((logits.argmax(1) == y).float().mean())}
 
 
 def test_lenet5_shapes_and_parameter_count():
@@ -56,15 +72,18 @@ def trainer(epochs=3, **kw):
 def test_training_learns_the_tiny_task_and_metrics_are_per_epoch(tmp_path, optimizer):
     pl.seed_everything(0, verbose=False)
     train, val, t = tiny_loaders(tmp_path)
-    model = LitClassifier(lr=0.05 if optimizer == "sgd" else 3e-3, optimizer=optimizer)
-    before = model.evaluate(t["test_x"], t["test_y"])
-    trainer(epochs=4).fit(model, train, val)
-    after = model.evaluate(t["test_x"], t["test_y"])
+    model = study_module(lr=0.05 if optimizer == "sgd" else 3e-3, optimizer=optimizer)
+    before = evaluate(model, t["test_x"], t["test_y"])
+    fit = trainer(epochs=4)
+    fit.fit(model, train, val)
+    after = evaluate(model, t["test_x"], t["test_y"])
     assert after["acc"] > 0.8 > before["acc"]
     m = {**model.stage_metrics("train"), **model.stage_metrics("val")}
     assert set(m) == {"train_loss", "train_acc", "val_loss", "val_acc"}
+    assert {k: float(v) for k, v in fit.callback_metrics.items()} == m  # logged once per epoch, exactly
+    assert all(v.dtype == torch.float64 for v in fit.callback_metrics.values())
     assert 0 <= m["val_acc"] <= 1 and m["train_loss"] > 0
-    fresh = model.evaluate(t["val_x"], t["val_y"])  # the last epoch's validation, not a running mean
+    fresh = evaluate(model, t["val_x"], t["val_y"])  # the last epoch's validation, not a running mean
     assert m["val_acc"] == pytest.approx(fresh["acc"]) and m["val_loss"] == pytest.approx(fresh["loss"], rel=1e-4)
 
 
@@ -73,7 +92,7 @@ def test_same_seed_same_metrics(tmp_path):
     for _ in range(2):
         pl.seed_everything(7, verbose=False)
         train, val, _ = tiny_loaders(tmp_path)
-        model = LitClassifier(lr=0.05)
+        model = study_module(lr=0.05)
         trainer(epochs=1).fit(model, train, val)
         results.append(model.stage_metrics("val"))
     assert results[0] == results[1]
@@ -81,13 +100,14 @@ def test_same_seed_same_metrics(tmp_path):
 
 def test_nan_loss_raises_diverged(tmp_path):
     train, val, _ = tiny_loaders(tmp_path)
+    _, DivergenceCheck = for_package(pl)
     with pytest.raises(Diverged, match="training loss is nan|training loss is inf"):
-        trainer(epochs=2).fit(LitClassifier(lr=1e4, momentum=0.9), train, val)
+        trainer(epochs=2, callbacks=[DivergenceCheck()]).fit(study_module(lr=1e4, momentum=0.9), train, val)
 
 
 def test_cyclic_lr_moves_between_its_bounds(tmp_path):
     train, val, _ = tiny_loaders(tmp_path)
-    model = LitClassifier(lr=0.1, cyclic_min_lr=0.01)
+    model = study_module(lr=0.1, cyclic_min_lr=0.01)
     seen = []
 
     class Watch(pl.Callback):
@@ -100,7 +120,7 @@ def test_cyclic_lr_moves_between_its_bounds(tmp_path):
 
 def test_unknown_optimizer_is_refused():
     with pytest.raises(ValueError, match="unknown optimizer"):
-        LitClassifier(lr=0.1, optimizer="rmsprop")
+        Optim(optimizer="rmsprop")
 
 
 def applied_rates(tmp_path, **kw) -> tuple[list[tuple[float, float]], pl.Trainer]:
@@ -116,7 +136,7 @@ def applied_rates(tmp_path, **kw) -> tuple[list[tuple[float, float]], pl.Trainer
             seen.append((group["lr"], group["momentum"] if "momentum" in group else group["betas"][0]))
 
     fit = trainer(epochs=2, callbacks=[Watch()])
-    fit.fit(LitClassifier(**kw), train, val)
+    fit.fit(study_module(**kw), train, val)
     assert len(seen) == 40
     return seen, fit
 
@@ -143,9 +163,9 @@ def test_each_schedule_applies_the_hand_worked_rates_at_its_first_peak_and_last_
 
 def test_the_cyclic_lr_refuses_a_schedule_and_an_unknown_schedule_is_refused():
     with pytest.raises(ValueError, match="constant with a cyclical LR"):
-        LitClassifier(lr=0.1, cyclic_min_lr=0.01, lr_schedule="onecycle")
+        Optim(cyclic_min_lr=0.01, lr_schedule="onecycle")
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
-        LitClassifier(lr=0.1, lr_schedule="step")
+        Optim(lr_schedule="step")
 
 
 @pytest.mark.parametrize("lr_free, optimizer", [("prodigy", "sgd"), ("dadapt", "sgd"), ("dadapt", "adam")])

@@ -27,7 +27,7 @@ from trainables.data import load_dataset
 from trainables.files import FINDER_FILE
 from trainables.model import lenet5
 from trainables.trainable import CHECKPOINT_FILE, run_trial
-from trainables.work import measure
+from trainables.work import Counting
 
 STUDY = StudyConfig(arms=("finder", "manual", "cyclic"), optimizer=("sgd", "adam"), seeds=2, lrs=(0.01,),
                     finder_rules=("valley",), epochs=1, batch_size=32, val_size=100, finder_max_lr=0.1,
@@ -161,14 +161,18 @@ LENET_EVAL = 833_040
 LENET_TRAIN = 2 * LENET_EVAL + (LENET_EVAL - 235_200)  # 2,263,920 per image
 
 
-def test_lenet_flops_are_counted_as_worked_out_by_hand_without_drawing_a_random_number():
-    net, rng = lenet5(), torch.random.get_rng_state()
-    before = [p.clone() for p in net.parameters()]
-    assert measure(net, (1, 28, 28), 64) == {"flops_per_train_step": 64 * LENET_TRAIN,  # 144,890,880
-                                             "flops_per_eval_sample": LENET_EVAL}
-    assert measure(net, (1, 28, 28), 32)["flops_per_train_step"] == 32 * LENET_TRAIN  # linear in the batch
-    assert torch.equal(rng, torch.random.get_rng_state())  # the trial's seeded stream is untouched
-    assert all(torch.equal(a, b) and a.grad is None for a, b in zip(net.parameters(), before))
+def test_lenet_flops_are_counted_as_worked_out_by_hand_on_a_real_step():
+    """`Counting` around real work, as a trial counts its first step and validation batch."""
+    net, counting = lenet5(), Counting()
+    x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    counting.start()
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    assert counting.stop() == 64 * LENET_TRAIN  # 144,890,880
+    counting.start()
+    with torch.no_grad():
+        net(x[:32])
+    assert counting.stop() == 32 * LENET_EVAL  # linear in the batch
+    assert counting.stop() is None  # nothing running
 
 
 # 420 images, 100 of them for validation: 320 = 10 full batches of 32 an epoch; 100 test images.

@@ -182,13 +182,16 @@ def split(arrays, val_size: int = 5_000, split_seed: int = 0, normalize: bool = 
     def prep(x: np.ndarray) -> np.ndarray:
         return (x.astype(np.float32, copy=False) - mean) / std
 
+    def labels(y: np.ndarray) -> np.ndarray:  # class indices int64; a regression's targets float32
+        return y.astype(np.int64 if np.issubdtype(y.dtype, np.integer) else np.float32)
+
     return Dataset(
         train_x=prep(inputs),
-        train_y=train_y[train_idx].astype(np.int64),
+        train_y=labels(train_y[train_idx]),
         val_x=prep(train_x[val_idx]),
-        val_y=train_y[val_idx].astype(np.int64),
+        val_y=labels(train_y[val_idx]),
         test_x=prep(test_x),
-        test_y=test_y.astype(np.int64),
+        test_y=labels(test_y),
         source=source,
     )
 
@@ -227,38 +230,61 @@ def _read_datamodule(dm, spec: str):
     return train_x, train_y, test_x, test_y
 
 
-def from_task(task, spec: str, val_size: int = 5_000, split_seed: int = 0, normalize: bool = True,
-              subset: int | None = None) -> Dataset:
-    """A task's data (trainables/tasks.py: four arrays, or a LightningDataModule) checked and split
-    (`split`): DataError with one line where lengths differ, labels are not whole numbers from 0,
-    or the data is larger than MAX_DATA_BYTES."""
-    data = task.data
-    # A LightningDataModule's class, where the task's own file imported Lightning: the driver never does
-    modules = [sys.modules.get(m) for m in ("pytorch_lightning", "lightning.pytorch")]
-    datamodules = tuple(m.LightningDataModule for m in modules if m is not None and hasattr(m, "LightningDataModule"))
-    if datamodules and isinstance(data, datamodules):
-        arrays = _read_datamodule(data, spec)
-    elif callable(data):
+def datamodule(data, spec: str):
+    """The LightningDataModule that a task's `data` is (an instance) or makes (a class, or a
+    function returning one), else None (a function of arrays is not called here)."""
+    from trainables.framework import is_datamodule, is_datamodule_class
+
+    if is_datamodule(data):
+        return data
+    if is_datamodule_class(data):
         try:
-            arrays = data()
+            return data()
+        except Exception as e:
+            raise DataError(f"--task {spec}: {data.__name__}() failed ({type(e).__name__}: {_last(e)})") from None
+    return None
+
+
+def _last(e: BaseException) -> str:
+    return str(e).strip().splitlines()[-1] if str(e).strip() else ""
+
+
+def from_task(task, spec: str, val_size: int = 5_000, split_seed: int = 0, normalize: bool = True,
+              subset: int | None = None, classification: bool = True):
+    """A task's data (trainables/tasks.py), checked: a live LightningDataModule is returned as it is
+    (its trials use it, trainables/loaders.py); arrays, or a DataModule's loaders read once where the
+    task sets `in_memory`, are checked and split (`split`) into a Dataset. DataError with one line
+    where lengths differ, labels are not class indices from 0 (`classification`: the short form), or
+    the data is larger than MAX_DATA_BYTES."""
+    data = datamodule(task.data, spec)
+    if data is None and callable(task.data):
+        try:
+            data = task.data()
         except DataError:
             raise
         except Exception as e:
-            raise DataError(f"--task {spec}: its data() failed ({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''})") from None
-    else:
-        raise DataError(f"--task {spec}: data must be a function returning (train_x, train_y, test_x, test_y) or a LightningDataModule")
+            raise DataError(f"--task {spec}: its data() failed ({type(e).__name__}: {_last(e)})") from None
+    elif data is None:
+        raise DataError(f"--task {spec}: data must be a LightningDataModule (an instance, a class or a function "
+                        "returning one) or a function returning (train_x, train_y, test_x, test_y)")
+    dm = datamodule(data, spec)
+    if dm is not None and not task.in_memory:
+        return dm
+    arrays = _read_datamodule(dm, spec) if dm is not None else data
     if not isinstance(arrays, (tuple, list)) or len(arrays) != 4:
-        raise DataError(f"--task {spec}: data() must return (train_x, train_y, test_x, test_y)")
+        raise DataError(f"--task {spec}: data() must return (train_x, train_y, test_x, test_y) or a LightningDataModule")
     train_x, train_y, test_x, test_y = (_numpy(a, w, spec) for a, w in zip(arrays, ("train_x", "train_y", "test_x", "test_y")))
     for what, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
-        if x.ndim < 1 or y.ndim != 1 or len(x) != len(y) or not len(y):
+        if x.ndim < 1 or len(x) != len(y) or not len(y) or (classification and y.ndim != 1):
             raise DataError(f"--task {spec}: {what}_x has {len(x) if x.ndim else 0} examples but {what}_y has "
                             f"{len(y) if y.ndim else 0} labels (one label each, at least one example)")
-        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
-            raise DataError(f"--task {spec}: {what}_y must hold class indices 0, 1, ... (whole numbers)")
+        if classification and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0):
+            raise DataError(f"--task {spec}: {what}_y must hold class indices 0, 1, ... (whole numbers): the short form "
+                            "(a plain torch.nn.Module and arrays) is single-label classification with cross-entropy; "
+                            "for regression or any other loss, make model a LightningModule")
     size = sum(a.nbytes for a in (train_x, train_y, test_x, test_y))
     if size > MAX_DATA_BYTES:
         raise DataError(f"--task {spec}: its data is {_bytes(size)}, more than the {_bytes(MAX_DATA_BYTES)} limit "
                         "(MAX_DATA_BYTES in trainables/data.py) for data held in memory")
-    source = getattr(data, "source", None) or spec  # where the built-in tasks found Fashion-MNIST
+    source = getattr(task.data, "source", None) or spec  # where the built-in tasks found Fashion-MNIST
     return split((train_x, train_y, test_x, test_y), val_size, split_seed, normalize, subset, str(source))

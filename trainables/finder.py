@@ -4,9 +4,10 @@ Lightning 2.6.6 records, per step, an EMA of the training loss (beta 0.98) debia
 `1 - beta ** (global_step + 1)`, but `global_step` has already been incremented when its
 `_LRCallback.on_train_batch_end` runs: step k is divided by `1 - beta ** (k + 2)`, so the first
 point is about half the real loss and the curve rises for ~50 steps whatever the LR does
-(Lightning-AI/pytorch-lightning#14167). So the model records every step's raw loss itself
-(`LitClassifier.step_losses`, exact, and as long as Lightning's curve when its early stop cuts the
-test short), and the rules read `loss`: the correctly debiased EMA of those raw losses with
+(Lightning-AI/pytorch-lightning#14167). So every step's raw loss is recorded too (the loss
+Lightning smooths, as it reads it, through the module's `on_train_batch_end` hook: `lr_find`
+replaces the trainer's callbacks, the module's hooks still run), exact, and as long as Lightning's
+curve when its early stop cuts the test short; the rules read `loss`: the correctly debiased EMA of those raw losses with
 Lightning's beta, the curve fastai's rules are written for. Lightning's own curve is kept as
 `loss_lightning`, and the `lightning` rule reads it, as a Lightning user's `suggestion()` does.
 """
@@ -17,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 
 import pytorch_lightning as pl
-from pytorch_lightning.tuner import Tuner
+import torch
+from pytorch_lightning.utilities.data import extract_batch_size
 
 from trainables.finder_rules import RULES, lightning_rule, suggest
 
@@ -61,35 +63,39 @@ def all_suggestions(lrs, losses, num_training: int, finder=None) -> dict[str, fl
             else suggest(rule, lrs, losses, num_training) for rule in RULES}
 
 
-def range_test(
-    trainer: pl.Trainer,
-    model: pl.LightningModule,
-    train_loader,
-    min_lr: float = 1e-8,
-    max_lr: float = 1.0,
-    num_training: int = 100,
-    mode: str = "exponential",
-) -> FinderResult:
-    """Run `Tuner(trainer).lr_find` (which restores the model's weights afterwards) and apply every rule.
+def range_test(trainer, model, train_dataloaders=None, datamodule=None, min_lr: float = 1e-8,
+               max_lr: float = 1.0, num_training: int = 100, mode: str = "exponential") -> FinderResult:
+    """Run `Tuner(trainer).lr_find` on `model` (any LightningModule with an `lr` or `learning_rate`;
+    Lightning restores its weights afterwards) on `train_dataloaders` or `datamodule`, and apply
+    every rule. The Tuner is of the trainer's own Lightning package.
 
-    `model` must record its per-step training losses in `model.step_losses` while that is a list,
-    and add up their samples in `model.step_samples` (`LitClassifier` does): `lr_find` replaces the
-    trainer's callbacks, but the model's hooks still run.
     `lr_find` caps the test at `num_training` steps but not the trainer's `max_epochs`: a trainer
     of one epoch over 10 batches would end the test after 10 steps. So the epoch limit is lifted
     while the test runs, and restored after.
     """
-    model.step_losses, model.step_samples = [], 0
+    from importlib import import_module
+
+    tuner = import_module(type(trainer).__module__.split(".trainer")[0] + ".tuner").Tuner
+    raw, samples = [], [0]
+    hook = model.on_train_batch_end  # the module's own (bound) hook, called first
+
+    def record(outputs, batch, batch_idx: int) -> None:  # what Lightning's _LRCallback reads, unsmoothed
+        hook(outputs, batch, batch_idx)
+        loss = outputs if isinstance(outputs, torch.Tensor) else (outputs or {}).get("loss")
+        raw.append(float("nan") if loss is None else loss.item())
+        samples[0] += extract_batch_size(batch)
+
+    model.on_train_batch_end = record  # an instance attribute: Lightning calls module hooks by name
     max_epochs = trainer.fit_loop.max_epochs
     trainer.fit_loop.max_epochs = -1  # no epoch limit (Trainer(max_epochs=-1))
     start = time.perf_counter()
     try:
-        finder = Tuner(trainer).lr_find(
-            model, train_dataloaders=train_loader, min_lr=min_lr, max_lr=max_lr,
+        finder = tuner(trainer).lr_find(
+            model, train_dataloaders=train_dataloaders, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr,
             num_training=num_training, mode=mode, update_attr=False,
         )
     finally:
-        raw, model.step_losses = model.step_losses, None
+        del model.on_train_batch_end
         trainer.fit_loop.max_epochs = max_epochs
     seconds = time.perf_counter() - start
     lrs = [float(v) for v in finder.results["lr"]]
@@ -100,8 +106,8 @@ def range_test(
     on_true = all_suggestions(lrs, loss, num_training)
     on_lightning = all_suggestions(lrs, lightning, num_training, finder)
     return FinderResult(
-        lrs=lrs, loss_raw=[float(v) for v in raw], loss_lightning=lightning, loss=loss,
+        lrs=lrs, loss_raw=raw, loss_lightning=lightning, loss=loss,
         suggestions={**on_true, "lightning": on_lightning["lightning"]},
-        suggestions_lightning_curve=on_lightning, seconds=seconds, samples=model.step_samples,
+        suggestions_lightning_curve=on_lightning, seconds=seconds, samples=samples[0],
         args={"min_lr": min_lr, "max_lr": max_lr, "num_training": num_training, "mode": mode},
     )

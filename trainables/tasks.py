@@ -3,12 +3,19 @@
 A task is any object (a module, a class, a dataclass, a `SimpleNamespace`), or a function of no
 arguments that returns one, with these attributes:
 
-* `model`: a callable of no arguments returning a `torch.nn.Module` whose output is the logits over
-  the classes (cross-entropy and accuracy are the study's); each trial calls it after seeding, so
-  trials of one task and seed start from the same weights;
-* `data`: a callable of no arguments returning `(train_x, train_y, test_x, test_y)` (arrays or
-  tensors; the study splits validation off the training set), or a `LightningDataModule`, whose
-  training and test sets the driver reads once into memory (trainables/data.py: `from_task`);
+* `model`: a callable of no arguments (a class, a function) returning, in each trial after seeding
+  (so trials of one task and seed start from the same weights), either
+  - a `LightningModule` (of `lightning` or `pytorch_lightning`) with an `lr` or `learning_rate`,
+    attribute or hparam, as Lightning's Tuner wants: the trial trains it as it is, its own steps,
+    loss, logging, metrics and, where it has one, `configure_optimizers`; or
+  - the short form, a plain `torch.nn.Module` whose output is the logits over the classes: it
+    trains inside the study's `LitClassifier` (cross-entropy, accuracy; trainables/module.py);
+* `data`: a `LightningDataModule` (an instance, a class or a function returning one), used live in
+  every trial (trainables/loaders.py); or a callable of no arguments returning `(train_x, train_y,
+  test_x, test_y)` (arrays or tensors; the study splits validation off the training set), read once
+  in the driver (trainables/data.py: `from_task`);
+* `in_memory` (optional, False): read a DataModule's loaders once into memory instead, the arrays'
+  fast path: exact only where its batches do not change from epoch to epoch (no augmentation);
 * `defaults` (optional): study settings by their StudyConfig field names (`{"epochs": 5}`), for
   the ones the command line does not set (`TASK_DEFAULTS` lists which may be).
 
@@ -88,11 +95,12 @@ def resnet() -> "torch.nn.Module":  # noqa: F821
 
 @dataclass(frozen=True)
 class Task:
-    """A task as the study uses it: the contract's three attributes, checked (`load`)."""
+    """A task as the study uses it: the contract's attributes, checked (`load`)."""
 
     model: Callable[[], Any]
-    data: Any  # a callable returning the four arrays, or a LightningDataModule
+    data: Any  # a callable returning the four arrays, or a LightningDataModule (instance, class, factory)
     defaults: dict = field(default_factory=dict)
+    in_memory: bool = False  # a DataModule's loaders read once into memory
 
 
 # The built-in tasks, the first the study's default; a new one is one entry here (and its test).
@@ -187,64 +195,59 @@ def load(spec: str, data_dir: str | None = None, driver: bool = False) -> Task:
         missing = [a for a in ("model", "data") if not hasattr(obj, a)]
         if missing:
             raise TaskError(f"--task {spec}: {attr} has no {' or '.join(missing)} (a task needs model and data)")
+        torch = sys.modules.get("torch")  # imported by a task file that made a module: never here for it
+        if torch is not None and isinstance(obj.model, torch.nn.Module):
+            raise TaskError(f"--task {spec}: {attr}.model is an instance of {type(obj.model).__name__}; give its class "
+                            "or a function that returns a new one (each trial builds its own, after seeding)")
         if not callable(obj.model):
-            raise TaskError(f"--task {spec}: {attr}.model must be a function of no arguments that returns a torch.nn.Module")
+            raise TaskError(f"--task {spec}: {attr}.model must be a class or a function of no arguments that returns "
+                            "a LightningModule or a torch.nn.Module")
         defaults = dict(getattr(obj, "defaults", None) or {})
         unknown = sorted(set(defaults) - set(TASK_DEFAULTS))
         if unknown:
             raise TaskError(f"--task {spec}: {attr}.defaults may set only {', '.join(TASK_DEFAULTS)}; not {', '.join(unknown)}")
-        task = Task(obj.model, obj.data, defaults)
+        task = Task(obj.model, obj.data, defaults, bool(getattr(obj, "in_memory", False)))
     _loaded[key] = task
     return task
 
 
 def build_model(spec: str):
-    """A fresh model of the task `spec` (inside a trial, after seeding)."""
+    """A fresh model of the task `spec`, as its `model()` returns it (inside a trial, after seeding)."""
     import torch
 
-    model = load(spec).model()
-    if not isinstance(model, torch.nn.Module):
-        raise TaskError(f"--task {spec}: model() returned {type(model).__name__}, not a torch.nn.Module")
+    from trainables.framework import is_lightning_module
+
+    try:
+        model = load(spec).model()
+    except TypeError as e:
+        raise TaskError(f"--task {spec}: calling its model() failed ({_last_line(e)}); model must take no arguments") from None
+    if not isinstance(model, torch.nn.Module) and not is_lightning_module(model):
+        raise TaskError(f"--task {spec}: model() returned {type(model).__name__}, not a LightningModule or torch.nn.Module")
     return model
 
 
-def check_model(spec: str, dataset) -> int:
-    """One forward pass of the task's model, on the CPU, on two training examples of `dataset`
-    (trainables/data.py's Dataset): its output must be (2, classes) logits, with every label of the
-    data a class. Returns the number of classes; TaskError with one line otherwise."""
-    import torch
+def build_module(spec: str):
+    """A fresh LightningModule of the task `spec` (inside a trial, after seeding): its own, or its
+    plain model (the short form) inside the study's LitClassifier, with the same one draw of weights."""
+    from trainables.framework import is_lightning_module
 
-    try:
-        model = build_model(spec).cpu().eval()
-        with torch.no_grad():
-            out = model(torch.as_tensor(dataset.train_x[:2]))
-    except TaskError:
-        raise
-    except Exception as e:
-        raise TaskError(f"--task {spec}: its model fails on a batch of its data ({_last_line(e)})") from None
-    shape = tuple(getattr(out, "shape", ()))
-    if len(shape) != 2 or shape[0] != min(2, len(dataset.train_x)) or shape[1] < 2:
-        raise TaskError(f"--task {spec}: its model's output for a batch of 2 has shape {shape}, expected (2, classes): one logit per class")
-    labels = max(int(y.max()) for y in (dataset.train_y, dataset.val_y, dataset.test_y) if len(y))
-    if labels >= shape[1]:
-        raise TaskError(f"--task {spec}: its data has label {labels}, but its model outputs {shape[1]} classes (0..{shape[1] - 1})")
-    return shape[1]
+    model = build_model(spec)
+    if is_lightning_module(model):
+        return model
+    from trainables.module import LitClassifier
+
+    return LitClassifier(task=spec, net=model)
 
 
-def load_data(loaded: dict[str, Task], **split) -> dict:
-    """Each task's data (`loaded`: Task by --task spec), read, checked and split once per distinct
-    `data` (the built-in tasks share Fashion-MNIST's), then one forward pass of each task's model
-    on it (`check_model`). `split`: trainables/data.py's `from_task` settings (val_size, ...).
-    DataError or TaskError with one line."""
-    from trainables.data import from_task
+def is_short_form(spec: str) -> bool:
+    """Whether the task's model is a plain torch.nn.Module (the study's LitClassifier trains it):
+    known without building one where `model` is a class."""
+    from trainables.framework import is_lightning_module
 
-    data, by_source = {}, {}
-    for spec, task in loaded.items():
-        if task.data not in by_source:
-            by_source[task.data] = from_task(task, spec, **split)
-        data[spec] = by_source[task.data]
-        check_model(spec, data[spec])
-    return data
+    model = load(spec).model
+    if isinstance(model, type):
+        return not any(c.__name__ == "LightningModule" for c in model.__mro__)
+    return not is_lightning_module(build_model(spec))
 
 
 def ship(specs: tuple[str, ...]) -> list[str]:
