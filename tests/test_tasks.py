@@ -20,6 +20,7 @@ from study.run import _prepare, main
 from study.space import plan, trial_dirname
 from tests.conftest import REPO, make_idx_dir, real_data_dir, run_module
 from trainables import tasks
+from trainables.checks import check_model
 from trainables.data import DataError, from_task
 from trainables.trainable import run_trial
 
@@ -42,11 +43,19 @@ def images(n, seed):
 
 
 class Blocks(pl.LightningDataModule):
+    def __init__(self, batch_size=50):
+        super().__init__()
+        self.batch_size = batch_size
+
     def setup(self, stage):
-        self.train, self.test = TensorDataset(*images(600, 0)), TensorDataset(*images(100, 1))
+        self.train, self.test = TensorDataset(*images(500, 0)), TensorDataset(*images(100, 1))
+        self.val = TensorDataset(*images(100, 2))
 
     def train_dataloader(self):
-        return DataLoader(self.train, batch_size=50, shuffle=True)
+        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.val, batch_size=50)
 
     def test_dataloader(self):
         return DataLoader(self.test, batch_size=50)
@@ -123,7 +132,7 @@ def arrays_task(train_x="np.zeros((40, 3), np.float32)", train_y="np.zeros(40, n
     ("OTHER = 1\n", r"broken_task.py has no TASK$"),
     ("from types import SimpleNamespace\nTASK = SimpleNamespace(model=lambda: None)\n", r"TASK has no data \(a task needs model and data\)$"),
     ("TASK = object()\n", r"TASK has no model or data"),
-    ("from types import SimpleNamespace\nTASK = SimpleNamespace(model=1, data=list)\n", r"TASK.model must be a function"),
+    ("from types import SimpleNamespace\nTASK = SimpleNamespace(model=1, data=list)\n", r"TASK.model must be a class or a function"),
     (arrays_task(more=", defaults={'val_size': 3}"), r"TASK.defaults may set only .*; not val_size$"),
 ])
 def test_a_task_that_breaks_the_contract_is_one_line_and_exit_2_before_ray(tmp_path, capsys, fresh_tasks, source, message):
@@ -200,7 +209,7 @@ def test_a_task_may_be_a_module_a_function_or_a_class_in_a_package(tmp_path, fre
     for spec in ("usertasks:forms", "usertasks.function:make", "usertasks.dataclass:Task"):
         task = tasks.load(spec, driver=True)
         data = from_task(task, spec, val_size=4)
-        assert len(data.train_y) == 16 and tasks.check_model(spec, data) == 2, spec
+        assert len(data.train_y) == 16 and check_model(spec, data) == 2, spec
     assert tasks.name("usertasks.function:make") == "usertasks.function.make"
     assert tasks.name(f"{tmp_path}/sub/my_task.py:TASK") == "my_task.TASK"
     # Ray ships the user's own package and task files, not what is installed
@@ -234,8 +243,8 @@ def test_each_tasks_trials_of_one_seed_start_from_the_same_weights_and_see_the_s
 
     data = {"fashion-mlp": load_dataset(idx, val_size=60, strict_counts=False),
             "fashion-resnet": load_dataset(idx, val_size=60, strict_counts=False),
-            user: from_task(tasks.load(user, driver=True), user, val_size=100)}
-    assert data[user].train_x.shape == (500, 1, 8, 8) and set(np.unique(data[user].test_y)) == {0, 1, 2, 3}
+            user: None}  # its LightningDataModule, live in every trial
+    assert from_task(tasks.load(user, driver=True), user) is tasks.load(user).data  # used as it is, not read
     study = StudyConfig(task=tuple(data), arms=("finder", "manual"), optimizer=("sgd", "adam"), seeds=2, lrs=(0.01,),
                         finder_rules=("valley",), epochs=1, batch_size=50, finder_max_lr=0.1, finder_num_training=8)
     threads, prints = torch.get_num_threads(), {}

@@ -39,7 +39,7 @@ from typing import Any, Callable
 NUM_CLASSES = 10  # Fashion-MNIST's
 # The study settings a task's `defaults` may set: how its trials train and search, not its data's split.
 TASK_DEFAULTS = ("epochs", "batch_size", "momentum", "lrs", "lr_range", "num_samples", "finder_min_lr",
-                 "finder_max_lr", "finder_num_training")
+                 "finder_max_lr", "finder_num_training", "metric", "mode", "target")
 
 
 class TaskError(ValueError):

@@ -138,7 +138,10 @@ def run_trial(config: dict, data: Dataset | None, trial_dir: Path, checkpoint: t
         if optim is not None:
             install(module, optim)
         framework.set_lr(module, lr)
-        framework.seed(config["seed"])  # every arm trains on the same batches, after its range test too
+        # Every arm trains on the same batches (a live DataModule's shuffling and augmentation draw
+        # from these RNGs): Lightning's range test already runs inside `isolate_rng`; reseeding
+        # makes it so whatever else an arm drew before training.
+        framework.seed(config["seed"])
         try:
             trainer.fit(module, **loaders.fit_kwargs(), ckpt_path=ckpt_path)
         except Diverged as e:
