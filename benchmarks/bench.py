@@ -9,6 +9,7 @@ environment of `make venv` (the `dev` extra brings psutil); `make bench ARGS="--
     python -m benchmarks.bench --only study --study-args="--smoke"
     python -m benchmarks.bench --only scaling       # 2 local nodes x 1 CPU against 1 node x 1 CPU
     python -m benchmarks.bench --only overhead      # Lightning's own per-step cost, and the ratio it allows
+    python -m benchmarks.bench --only module        # a user's LightningModule: a bare Trainer.fit vs the real trial
     python -m benchmarks.bench --only scale         # studies of 10, 100 and 1,000 tiny trials: how the cost grows
     python -m benchmarks.bench --only scale --scale-sizes 10,100,1000,10000 --scale-figure docs/figures/scale.png
 
@@ -19,6 +20,11 @@ throughput: a plain PyTorch loop and a real trial (Lightning + Ray reporting + T
 study: runs a study through `study.run` and reads its results: wall time, Ray start-up and
     shutdown (its timings.json), the finder's share of the finder trial, busy time / (wall x
     slots), peak RSS per trial and of the whole process tree.
+module: a user's LightningModule and live DataModule (benchmarks/lightning_task.py: LeNet, its own
+    SGD, a random flip per image) trained by a bare `Trainer.fit` (no logger, checkpointing,
+    progress bar or summary) and by the real trial (a manual arm: the study's reporting,
+    checkpointing, TensorBoard, work counting), each a Ray Tune trial with 1 CPU, at the same time,
+    on the same loaders; seconds per epoch as in throughput, the first and last epochs dropped.
 overhead: no Ray; the trial's LightningModule with LeNet swapped for one linear layer, in a
     Trainer with a trial's loop settings (no progress bar, summary, checkpointing or sanity
     check; no logger: a trial logs once per epoch), against the plain loop on the same linear
@@ -135,6 +141,78 @@ def bench_throughput(epochs: int, subset: int | None) -> dict:
             "ratio_per_epoch_min": min(per_epoch), "ratio_per_epoch_max": max(per_epoch)}
 
 
+MODULE_TASK = f"{Path(__file__).resolve().parent / 'lightning_task.py'}:TASK"
+
+
+def bare_fit(config: dict) -> None:
+    """A bare `Trainer.fit` of the module task, reporting each epoch's end to Tune (no checkpoint)."""
+    import pytorch_lightning as pl
+    import torch
+    from ray import tune
+
+    from trainables import framework
+    from trainables.loaders import live
+    from trainables.tasks import build_module, load
+
+    class Report(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            tune.report({"epoch": trainer.current_epoch})
+
+    framework.quiet()
+    torch.set_num_threads(1)
+    framework.seed(config["seed"])
+    module = build_module(MODULE_TASK)
+    framework.set_lr(module, config["lr"])
+    dm = live(load(MODULE_TASK).data(), None).datamodule
+    pl.Trainer(max_epochs=config["epochs"], accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+               callbacks=[Report()]).fit(module, datamodule=dm)
+
+
+def _module_side_by_side(config: dict) -> None:
+    from trainables.trainable import train_trial
+
+    if config["kind"] == "bare":
+        bare_fit(config)
+    else:
+        train_trial(config, {MODULE_TASK: None})
+
+
+def bench_module(epochs: int, subset: int | None) -> dict:
+    """A bare Trainer.fit and a real trial of a user's module side by side (1 CPU each)."""
+    import ray
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from study.config import StudyConfig
+    from study.space import trial_points
+
+    here = str(Path(__file__).resolve().parent.parent)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             runtime_env={"env_vars": {"TQDM_DISABLE": "1", "LRSTUDY_BENCH_SUBSET": str(subset or ""), "PYTHONPATH": here}})
+    [common] = trial_points(StudyConfig(epochs=epochs, arms=("manual",), lrs=(0.01,), task=(MODULE_TASK,)))
+    common.update(optimizer="module", lr_schedule="module", batch_size=None)  # its own optimiser and batches
+    try:
+        results = tune.Tuner(
+            tune.with_resources(_module_side_by_side, {"cpu": 1}),
+            param_space={**common, "kind": tune.grid_search(["bare", "trial"])},
+            run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="lrstudy-bench-"), name="module", verbose=0,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                      sync_config=tune.SyncConfig(sync_artifacts=True, sync_period=15),
+                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback()]),
+        ).fit()
+    finally:
+        ray.shutdown()
+    if results.errors:
+        raise RuntimeError(f"module benchmark: {results.errors[0]}")
+    epochs_s = {r.config["kind"]: _epoch_seconds(r)[:-1] for r in results}  # the last: the trial's test set too
+    seconds = {kind: statistics.median(s) for kind, s in epochs_s.items()}
+    per_epoch = [b / t for b, t in zip(epochs_s["bare"], epochs_s["trial"])]
+    return {"subset": subset, "bare_s_per_epoch": seconds["bare"], "trial_s_per_epoch": seconds["trial"],
+            "ratio_bare_over_trial": seconds["bare"] / seconds["trial"],
+            "ratio_per_epoch_min": min(per_epoch), "ratio_per_epoch_max": max(per_epoch)}
+
+
 def bench_overhead(subset: int | None, repeats: int = 3) -> dict:
     """Lightning's per-step cost beyond the compute (no Ray), over one training epoch (55k images
     unless `subset`): interleaved repeats, medians."""
@@ -149,6 +227,7 @@ def bench_overhead(subset: int | None, repeats: int = 3) -> dict:
     from trainables.data import load_dataset
     from trainables.model import lenet5
     from trainables.module import LitClassifier
+    from trainables.optim import Optim, install
 
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*(LeafSpec|no `val_dataloader`).*")
@@ -176,6 +255,7 @@ def bench_overhead(subset: int | None, repeats: int = 3) -> dict:
     def lightning() -> float:
         model, timer = LitClassifier(lr=0.01), EpochTime()
         model.net = linear()
+        install(model, Optim())
         trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, callbacks=[timer],
                              enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                              num_sanity_val_steps=0, limit_val_batches=0)
@@ -451,11 +531,11 @@ def _sizes(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.bench", description=__doc__.split("\n")[0], allow_abbrev=False)
-    parser.add_argument("--only", choices=("throughput", "study", "scaling", "overhead", "scale"),
+    parser.add_argument("--only", choices=("throughput", "module", "study", "scaling", "overhead", "scale"),
                         help="run one benchmark (default: all)")
-    parser.add_argument("--epochs", type=int, default=6, help="throughput: epochs per trial (first is dropped)")
+    parser.add_argument("--epochs", type=int, default=6, help="throughput, module: epochs per trial (first is dropped)")
     parser.add_argument("--subset", type=int, default=None,
-                        help="throughput and overhead: training images (default: all 55,000)")
+                        help="throughput, module and overhead: training images (default: all 55,000)")
     parser.add_argument("--study-args", default="", help="study: extra flags for study.run (default study if empty)")
     parser.add_argument("--scaling-args", default="--subset 20000 --epochs 3",
                         help="scaling: flags for study.run on the 1- and 2-node clusters")
@@ -470,6 +550,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"throughput  plain loop {r['plain_s_per_epoch']:.2f} s/epoch, trial {r['trial_s_per_epoch']:.2f} s/epoch, "
               f"ratio plain/trial {r['ratio_plain_over_trial']:.3f}, epoch by epoch {r['ratio_per_epoch_min']:.3f}-"
               f"{r['ratio_per_epoch_max']:.3f}  (goal >= 0.95; {r['images_per_epoch']})")
+    if args.only in (None, "module"):
+        r = bench_module(args.epochs, args.subset)
+        print(f"module      a user's LightningModule and live DataModule: bare Trainer.fit {r['bare_s_per_epoch']:.2f} s/epoch, "
+              f"trial {r['trial_s_per_epoch']:.2f} s/epoch, ratio bare/trial {r['ratio_bare_over_trial']:.3f}, epoch by epoch "
+              f"{r['ratio_per_epoch_min']:.3f}-{r['ratio_per_epoch_max']:.3f}  (goal >= 0.95; subset {r['subset'] or 'all'})")
     if args.only in (None, "overhead"):
         r = bench_overhead(args.subset)
         print(f"overhead    Lightning's loop, linear model, {r['steps']} steps: {r['lightning_linear_ms']:.3f} ms/step against "

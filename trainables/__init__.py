@@ -5,11 +5,11 @@ only for the split, when it loads a dataset), so the driver, which hands `train_
 Tune and reads the data, never pays for Lightning.
 """
 
-OPTIMIZERS = ("sgd", "adam")  # what a trial can train with (trainables/module.py builds them)
-# How the LR moves over a training, from the arm's LR as its peak (trainables/module.py builds them):
+OPTIMIZERS = ("sgd", "adam")  # the study's optimisers, for a module without its own (trainables/optim.py builds them)
+# How the LR moves over a training, from the arm's LR as its peak (trainables/optim.py builds them):
 # constant (no scheduler at all), torch's OneCycleLR, or a linear warm-up then cosine decay to zero.
 LR_SCHEDULES = ("constant", "onecycle", "cosine")
-# Learning-rate-free optimisers, one arm each (trainables/module.py builds them): Prodigy
+# Learning-rate-free optimisers, one arm each (trainables/optim.py builds them): Prodigy
 # (prodigyopt) whatever the optimiser; D-Adaptation's DAdaptSGD (with the study's momentum) for
 # sgd, DAdaptAdam for adam. They train at the base LR their authors recommend, LR_FREE_LR.
 LR_FREE = ("prodigy", "dadapt")
