@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from tests.conftest import real_data_dir, run_module
 from trainables.batches import batches
 from trainables.module import LitClassifier
+from trainables.optim import Optim, install
 
 LOGGING_INTERVAL = "smaller than the logging interval"
 WORKERS_HINT = "does not have many workers"
@@ -28,7 +29,9 @@ def lightning_warnings(train, val) -> list[str]:
                          enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(LitClassifier(lr=0.01), train(x, y), val(x, y))
+        model = LitClassifier(lr=0.01)
+        install(model, Optim())
+        trainer.fit(model, train(x, y), val(x, y))
     return [str(w.message) for w in caught]
 
 
