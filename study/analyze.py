@@ -1,7 +1,8 @@
 """Re-create the analysis of an lrstudy experiment from its directory alone.
 
-    python -m study.analyze results/<name>                   # target accuracy: the study's (study.json)
-    python -m study.analyze results/<name> --target-acc 0.9  # time to reach 90% validation accuracy
+    python -m study.analyze results/<name>                   # metric and target: each setting's (its trials' configs)
+    python -m study.analyze results/<name> --target 0.9      # time to reach 0.9 on each setting's metric
+    python -m study.analyze results/<name> --metric val_loss --mode min   # compare on another logged metric
     python -m study.analyze s3://bucket/prefix/<name>        # a --results-dir URI: analysed in a local mirror
 
 Reads the experiment with Ray Tune's ExperimentAnalysis, plus study.json and each range
@@ -23,12 +24,14 @@ and the written files are uploaded back next to the trials.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
+from dataclasses import fields, replace
 
 # Only what parsing the flags needs: --help and a bad flag answer at once; pyarrow, pandas,
 # scipy and matplotlib come in main(), after.
-from study.config import ConfigError
+from study.config import MODES, ConfigError, StudyConfig
+
+MEASURE = ("metric", "mode", "target")  # the StudyConfig fields this tool takes, validated as the study's are
 
 PROG = "study.analyze"
 
@@ -43,35 +46,37 @@ def _fail(message: str):
     sys.exit(2)
 
 
-def _target_acc(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(x) or not 0.0 < x <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text!r}")
-    return x
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Summarize an lrstudy experiment: finder LR vs best manual LR.",
                 allow_abbrev=False)  # a flag is only ever its whole name
     p.add_argument("exp_dir", help="experiment directory or URI, <results-dir>/<name>")
-    p.add_argument("--target-acc", type=_target_acc, default=None,
-                   help="validation accuracy for time-to-target, a fraction in (0, 1] "
-                        "(default: the study's target_acc, from study.json)")
+    helps = {f.name: f.metadata["help"] for f in fields(StudyConfig)}
+    p.add_argument("--metric", default=None, help=helps["metric"] + " (default: each setting's, from its trials)")
+    p.add_argument("--mode", default=None, choices=MODES, help=helps["mode"] + " (default: each setting's)")
+    p.add_argument("--target", type=float, default=None, help=helps["target"] + " (default: each setting's, from its trials)")
     return p
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The flags given, validated by the study's own config (`StudyConfig.validate`): ConfigError."""
+    given = {k: getattr(args, k) for k in MEASURE if getattr(args, k) is not None}
+    replace(StudyConfig(), **given).validate()
+    return given
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        given = measure(args)
+    except ConfigError as e:
+        _fail(str(e))
     from study import storage
     from study import analysis
 
     try:
         local = storage.local_copy(args.exp_dir)  # a URI: its local mirror
         experiment = analysis.load(local)
-        summary = analysis.summarize(experiment, target_acc=args.target_acc)
+        summary = analysis.summarize(experiment, **given)
     except (analysis.NotAnExperiment, ConfigError) as e:
         _fail(str(e))
     from study import report, tables, verdicts  # matplotlib: only when there is a report to write

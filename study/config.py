@@ -19,6 +19,7 @@ from trainables import tasks
 SEARCHES = ("grid", "asha", "bayes")
 SCHEDULERS = ("fifo", "asha")
 FINDER_MODES = ("exponential", "linear")
+MODES = ("max", "min")
 ARMS = ("finder", "manual", "cyclic", *LR_FREE)
 PRESETS = ("writeup",)
 # The study's dimensions besides the seed. Each is a StudyConfig field listing values and the key of
@@ -106,7 +107,9 @@ class StudyConfig:
     # -- outputs ------------------------------------------------------------------------------
     results_dir: str = _opt("./results", "where experiments go: a folder (a shared mount on clusters) or a URI for Ray's storage_path, e.g. s3://bucket/prefix")
     name: str = _opt("lr-study", "experiment name: the folder under --results-dir")
-    target_acc: float = _opt(0.88, "validation accuracy for the time-to-target comparison", float)
+    metric: str = _opt("val_acc", "the validation metric the verdict compares on, as the task's module logs it (val_...); its test-set counterpart is the same name with test for val (val_mae: test_mae)")
+    mode: str = _opt("max", "whether --metric is better higher (max) or lower (min)", choices=MODES)
+    target: float | None = _opt(None, "time-to-target threshold on --metric, reached in its direction (not set: no time-to-target; the built-in tasks set 0.88)", float)
     resume: bool = _opt(False, "continue the experiment --name: finished trials are kept, unfinished ones resume from their checkpoints")
     overwrite: bool = _opt(False, "replace an existing experiment --name instead of refusing")
     smoke: bool = _opt(False, "a real but tiny run (4,000 images, 2 epochs) for tests and a first look")
@@ -145,8 +148,12 @@ class StudyConfig:
             raise ConfigError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
         if not 0 < self.finder_min_lr < self.finder_max_lr:
             raise ConfigError("--finder-min-lr must be positive and below --finder-max-lr")
-        if not 0 < self.target_acc <= 1:
-            raise ConfigError(f"--target-acc must be in (0, 1], got {self.target_acc}")
+        if not self.metric.startswith("val"):
+            raise ConfigError(f"--metric must name a validation metric the module logs (val_...), got {self.metric}")
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode must be max or min, got {self.mode}")
+        if self.target is not None and not math.isfinite(self.target):
+            raise ConfigError(f"--target must be a finite number, got {self.target}")
         if self.momentum < 0 or self.max_failures < 0:
             raise ConfigError("--momentum and --max-failures must be >= 0")
         if "dadapt" in self.arms and "sgd" in self.optimizer and not self.momentum < 1:
@@ -177,6 +184,35 @@ SMOKE = {"epochs": 2, "subset": 4000}
 PRESET = {"writeup": {"optimizer": ("adam",), "batch_size": 64, "epochs": 5, "val_size": 12_000, "split_seed": 7,
                       "normalize": False, "search": "grid", "lrs": (1e-5, 1e-4, 1e-1, 2e-3, 0.0363),
                       "finder_min_lr": 1e-8, "finder_max_lr": 1.0, "finder_num_training": 100}}
+
+
+def test_metric(name: str) -> str:
+    """The test-set counterpart of a validation metric, the one mapping: its leading "val" replaced by
+    "test" (val_acc -> test_acc, val_mae -> test_mae, val/acc -> test/acc)."""
+    return "test" + name[len("val"):] if name.startswith("val") else name
+
+
+def is_accuracy(name: str) -> bool:
+    """An accuracy-like metric (its name ends in acc or accuracy): shown in percent, differences in points."""
+    return name.lower().endswith(("acc", "accuracy"))
+
+
+def objective(value, mode: str) -> float:
+    """What Ray Tune maximises for a trial (its `objective`): the setting's metric, negated when
+    `mode` is min; NaN for a missing or non-numeric value (a diverged trial)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return x if mode == "max" else -x
+
+
+def metric_settings(config: dict) -> dict:
+    """`metric`, `mode` and `target` of a study's or a trial's config (a dict): an older study's
+    (study.json with `target_acc` and no `metric`) compared val_acc, maximised, to target_acc."""
+    if "metric" not in config:
+        return {"metric": "val_acc", "mode": "max", "target": config.get("target_acc")}
+    return {"metric": config["metric"], "mode": config.get("mode") or "max", "target": config.get("target")}
 
 
 def dimension_value(dimension: str, value) -> str:

@@ -5,9 +5,13 @@ experiment's state (each trial's config, status, failures and folder), every tri
 is read once into one table, and so are what only this project writes: each range test's curve
 (`lr_finder.json`) and the study's record (`study.json`). It returns an `Experiment`:
 
-- `trials`: one row per trial (`TRIAL_COLUMNS`, then the trial's other config keys): how it ended,
-  its last metrics, its compute in seconds and its work counted (`WORK`);
-- `epochs`: one row per trial and epoch (`EPOCH_COLUMNS`: the metrics, the timings, the work);
+- `trials`: one row per trial (`TRIAL_COLUMNS`, then the trial's other config keys and every other
+  validation and test metric it logged): how it ended, its last metrics, its compute in seconds and
+  its work counted (`WORK`), and the metric its setting compares on (`metric`, `mode`, `target`:
+  `study.config.metric_settings`);
+- `epochs`: one row per trial and epoch (`EPOCH_COLUMNS`, then every other metric reported: the
+  metrics, the timings, the work, and `objective`, derived from the trial's metric for a trial
+  that did not report it);
 - `curves`: each range-test trial's `lr_finder.json`, by trial id;
 - `study`: `study.json`.
 
@@ -26,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.config import ARMS, DIMENSIONS, StudyConfig, setting_label
+from study.config import ARMS, DIMENSIONS, StudyConfig, metric_settings, objective, setting_label
 from study.storage import STUDY_FILE
 from trainables.files import FINDER_FILE
 
@@ -36,10 +40,11 @@ RANGE_TEST_ARMS = ("finder", "cyclic")  # arms whose LR comes from the trial's o
 ARM_ORDER = (*(a for a in ARMS if a != "manual"), "manual")  # the manual trials last
 WORK = ("steps", "finder_steps", "samples", "eval_samples", "flops")  # a trial's work, counted (trainables/work.py)
 EPOCH_COLUMNS = ("trial_id", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_time_s", *WORK,
-                 "report_ts", "test_loss", "test_acc")
+                 "report_ts", "test_loss", "test_acc", "objective")
+METRIC_PREFIXES = ("train", "val", "test")  # a reported key that starts so is a metric the module logged
 TRIAL_COLUMNS = ("trial_id", "setting", "arm", "arm_key", "optimizer", "finder_rule", "lr", "seed", "status", "epochs",
                  "time_s", "flops", "val_acc", "val_loss", "test_acc", "test_loss", "time_to_target_s", "flops_to_target",
-                 "best_val_acc", "steps", "finder_steps", "samples", "eval_samples",
+                 "best_val_acc", "metric", "mode", "target", "objective", "steps", "finder_steps", "samples", "eval_samples",
                  "train_time_s", "finder_time_s", "cyclic_min_lr", "cyclic_max_lr", "node_id", "node_ip",
                  "failures", "error", "dir")
 
@@ -93,7 +98,8 @@ def load(exp_dir: Path) -> Experiment:
         log.setLevel(level)
 
     config, curves = study["config"], {}
-    rows = _result_rows(analysis.trials)
+    measured = {t.trial_id: metric_settings(t.config if "metric" in t.config else config) for t in analysis.trials}
+    rows = _with_objective(_result_rows(analysis.trials), measured)
     last = rows.groupby("trial_id", sort=False).tail(1).set_index("trial_id") if len(rows) else rows
     last = last.to_dict("index")
     by_trial = rows.groupby("trial_id", sort=False)
@@ -107,16 +113,18 @@ def load(exp_dir: Path) -> Experiment:
             curves[trial.trial_id] = json.loads(curve_file.read_text())
         tid = trial.trial_id
         status = _status(trial.status, count.get(tid, 0), tid in diverged, trial.config["epochs"])
-        table.append(_trial_row(trial, last.get(tid, {}), count.get(tid, 0), best.get(tid), status, curves.get(tid), config))
+        table.append({**_trial_row(trial, last.get(tid, {}), count.get(tid, 0), best.get(tid), status, curves.get(tid), config),
+                      **measured[tid]})
     trials = _sort(pd.DataFrame(table, columns=None if table else TRIAL_COLUMNS), config)
     trials = trials[list(TRIAL_COLUMNS) + [c for c in trials if c not in TRIAL_COLUMNS]]
-    epochs = rows.reindex(columns=EPOCH_COLUMNS).reset_index(drop=True)
+    logged = [c for c in rows if c not in EPOCH_COLUMNS and str(c).startswith(METRIC_PREFIXES)]
+    epochs = rows.reindex(columns=[*EPOCH_COLUMNS, *logged]).reset_index(drop=True)
     return Experiment(exp_dir.name, study, trials, epochs, curves)
 
 
 def _result_rows(trials) -> pd.DataFrame:
     """Every trial's reported rows (its result.json, read once) as one table, in the trials' order
-    then by epoch, `val_acc` numeric. A worker restarted from an earlier checkpoint repeats an epoch:
+    then by epoch, validation and test metrics numeric. A worker restarted from an earlier checkpoint repeats an epoch:
     the last row of an epoch counts. (Ray Tune's `trial_dataframes` holds the same rows, a
     DataFrame per trial built with `json_normalize`: most of the time of a 1,000-trial analysis.)"""
     records = []
@@ -136,9 +144,20 @@ def _result_rows(trials) -> pd.DataFrame:
         return pd.DataFrame(columns=["trial_id", *EPOCH_COLUMNS[1:], "training_iteration"])
     rows = pd.DataFrame.from_records(records).drop_duplicates(["trial_id", "training_iteration"], keep="last")
     rows = rows.sort_values(["order", "training_iteration"], kind="stable").drop(columns="order")
-    if "val_acc" in rows:
-        rows["val_acc"] = pd.to_numeric(rows["val_acc"], errors="coerce")
+    for column in [c for c in rows if str(c).startswith(("val", "test"))]:  # numeric, whatever a trial wrote
+        rows[column] = pd.to_numeric(rows[column], errors="coerce")
     return rows.reset_index(drop=True)
+
+
+def _with_objective(rows: pd.DataFrame, measured: dict[str, dict]) -> pd.DataFrame:
+    """Each row's `objective` where the trial did not report one (a trial from before trials
+    reported it): its setting's metric in its direction (`study.config.objective`), NaN once diverged."""
+    if rows.empty:
+        return rows.assign(objective=pd.Series(dtype=float))
+    given = pd.to_numeric(rows["objective"], errors="coerce") if "objective" in rows else pd.Series(math.nan, index=rows.index)
+    derived = [objective(row.get(measured[row["trial_id"]]["metric"]), measured[row["trial_id"]]["mode"])
+               if row.get("diverged") is not True else math.nan for row in rows.to_dict("records")]
+    return rows.assign(objective=given.fillna(pd.Series(derived, index=rows.index, dtype=float)))
 
 
 def _trial_row(trial, last: dict, epochs: int, best_val_acc, status: str, curve: dict | None, study_config: dict) -> dict:
@@ -173,15 +192,18 @@ def _trial_row(trial, last: dict, epochs: int, best_val_acc, status: str, curve:
         "val_acc": num(last.get("val_acc")), "val_loss": num(last.get("val_loss")),
         "test_acc": num(last.get("test_acc")), "test_loss": num(last.get("test_loss")),
         "time_to_target_s": None, "flops_to_target": None,  # for the target of the summary (see summarize)
-        "best_val_acc": num(best_val_acc), **{k: num(last.get(k)) for k in WORK},
+        "best_val_acc": num(best_val_acc), "objective": num(last.get("objective")), **{k: num(last.get(k)) for k in WORK},
         "train_time_s": train_time, "finder_time_s": finder_time,
         "cyclic_min_lr": num(last.get("cyclic_min_lr")), "cyclic_max_lr": num(last.get("cyclic_max_lr")),
         "node_id": _text(last.get("node_id")), "node_ip": _text(last.get("node_ip")),
         "failures": trial.num_failures, "error": error, "dir": Path(trial.path).name,
     }
     for k, v in config.items():  # the rest of the trial's config: epochs, batch size, finder settings ...
-        if k not in ("arm", "lr", "seed", "optimizer", "finder_rule"):
+        if k not in ("arm", "lr", "seed", "optimizer", "finder_rule", "metric", "mode", "target"):
             row[k if k not in row else f"param_{k}"] = v
+    for k, v in last.items():  # every other validation and test metric it logged (val_mae, test_mae ...)
+        if k not in row and str(k).startswith(("val", "test")):
+            row[k] = num(v)
     return row
 
 

@@ -7,8 +7,10 @@ Nothing here prints: errors a user can fix are `ConfigError`s, whose message is 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -26,7 +28,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from study import search, storage
 from study.cluster import trial_resources, trial_slots
-from study.config import StudyConfig
+from study.config import StudyConfig, metric_settings, objective
 from study.progress import Progress
 from study.space import Plan, param_space, trial_dirname
 from trainables import train_trial  # imports torch and Lightning in the trial's worker, not here
@@ -34,7 +36,9 @@ from trainables.data import Dataset
 from trainables.files import write_atomic
 from trainables.work import cpu_model
 
-METRIC, MODE = "val_acc", "max"
+# What ASHA, the Bayesian search and the Tuner maximise: each trial's `objective`, its setting's
+# metric, negated where the metric is minimised (study.config.objective).
+METRIC, MODE = "objective", "max"
 # Settings Ray Tune reads only from the environment. TensorBoard events come from Lightning inside
 # each trial; Ray's own TBX logger, added unless the first is set, would write a second copy of
 # every scalar (the CSV and JSON loggers are passed explicitly). Checkpointing every epoch is
@@ -131,10 +135,32 @@ def write_study_record(path: str, config: StudyConfig, plan: Plan, data: dict[st
     storage.write_text(path, storage.STUDY_FILE, json.dumps(record, indent=2))
 
 
+@functools.wraps(train_trial)
+def reporting_objective(config: dict, data) -> None:
+    """`train_trial`, every report of which carries `objective` (METRIC): a bridge for a trainable
+    that does not report it yet, computed from the row as `study.experiment` derives it (the
+    trial's metric in its direction, NaN once diverged); a report that has one is left as it is."""
+    measured = metric_settings(config)
+    report = tune.report
+
+    def with_objective(metrics: dict, *args, **kwargs):
+        if "objective" not in metrics:
+            value = math.nan if metrics.get("diverged") else objective(metrics.get(measured["metric"]), measured["mode"])
+            metrics = {**metrics, "objective": value}
+        return report(metrics, *args, **kwargs)
+
+    tune.report = with_objective
+    try:
+        return train_trial(config, data=data)
+    finally:
+        tune.report = report
+
+
 def trainable(data: dict[str, Dataset], resources: dict):
     """The trial as Ray Tune runs it, for a fresh start and a --resume alike: `train_trial` with
-    every task's data (by --task spec) through the object store, on `resources` per trial."""
-    return tune.with_resources(tune.with_parameters(train_trial, data=data), resources)
+    every task's data (by --task spec) through the object store, on `resources` per trial,
+    reporting `objective` (`reporting_objective`)."""
+    return tune.with_resources(tune.with_parameters(reporting_objective, data=data), resources)
 
 
 def build_tuner(config: StudyConfig, plan: Plan, data: dict[str, Dataset], resources: dict) -> tune.Tuner:

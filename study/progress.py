@@ -1,11 +1,12 @@
 """What the console shows while a study runs, in place of Ray Tune's per-trial boxes and tables.
 
 On a terminal, one status line (tqdm) redrawn in place from the first step of the study: epochs
-done out of the study's total, trials running, ended and left, the best validation accuracy so
-far and the time left, estimated from the epochs done. Away from a terminal (CI, a log file), no
-status line. Either way, one line per trial that ends (above the status line on a terminal): how
-many of the study's trials are done, this trial's result, the best validation accuracy of the
-finished trials and an estimate of the time left. Each ended trial's config and last result go,
+done out of the study's total, trials running, ended and left, the best of the trials' metric so
+far (each trial's config names it: `metric`, best in its `mode`; val_acc, maximised, by default;
+one best per metric where settings differ) and the time left, estimated from the epochs done. Away
+from a terminal (CI, a log file), no status line. Either way, one line per trial that ends (above
+the status line on a terminal): how many of the study's trials are done, this trial's result, the
+best of the finished trials on its metric and an estimate of the time left. Each ended trial's config and last result go,
 as one JSON line, to `trials.log` in the experiment (Ray Tune's own record of every epoch stays
 in each trial's result.json).
 """
@@ -21,7 +22,7 @@ from ray import tune
 from tqdm import tqdm
 
 from study import storage
-from study.config import DIMENSIONS, StudyConfig, dimension_value
+from study.config import DIMENSIONS, StudyConfig, dimension_value, metric_settings
 from trainables import LR_FREE
 
 LOG_FILE = "trials.log"
@@ -39,6 +40,16 @@ def _label(config: dict) -> str:
     # the optimiser, and the other dimensions where they are not the default (a task, a schedule)
     dims = [dimension_value(d, config[d]) for d in DIMENSIONS if d in config and (d == "optimizer" or config[d] != getattr(StudyConfig, d)[0])]
     return ", ".join([what, *dims, f"seed {config.get('seed')}"])
+
+
+def _measured(config: dict | None) -> tuple[str, str]:
+    """The metric a trial is judged on and its direction, from its config."""
+    m = metric_settings(config or {})
+    return m["metric"], m["mode"]
+
+
+def _better(a: float, b: float, mode: str) -> bool:
+    return a > b if mode == "max" else a < b
 
 
 def _minutes(seconds: float) -> str:
@@ -73,7 +84,9 @@ class Progress(tune.Callback):
 
     def _start(self, trials: list) -> None:
         self.done_before = sum(t.status in _DONE for t in trials)  # > 0 after a --resume
-        self.started, self.ended_here, self.best = time.monotonic(), 0, None
+        self.started, self.ended_here, self.best = time.monotonic(), 0, {}  # metric -> (value, label)
+        self.running = {}  # trial id -> (metric, mode, its latest value) of each running trial (not a diverged one's)
+        self.modes = {}  # metric -> mode
         self.ended = {t.trial_id: self._planned(t) for t in trials if t.status in _DONE}  # -> its epochs
         self.epochs_run = {t.trial_id: _epochs_run(t) for t in trials}  # epochs reported, by trial
         self.epochs_at_start = sum(self.epochs_run.values())
@@ -87,14 +100,16 @@ class Progress(tune.Callback):
         for line in self.lines:  # the log only informs: a torn line is passed over, never fatal
             try:
                 entry = json.loads(line)
-                self._track_best(entry["last_result"].get("val_acc"), entry["status"], _label(entry["config"]))
+                metric, mode = _measured(entry["config"])
+                self._track_best(entry["last_result"].get(metric), entry["status"], _label(entry["config"]), metric, mode)
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
-        self.running_acc = {}  # the latest val_acc of each running trial (not a diverged one's)
 
-    def _track_best(self, acc, status: str, label: str) -> None:
-        if isinstance(acc, (int, float)) and status == "done" and (self.best is None or acc > self.best[0]):
-            self.best = (float(acc), label)
+    def _track_best(self, value, status: str, label: str, metric: str = "val_acc", mode: str = "max") -> None:
+        self.modes[metric] = mode
+        best = self.best.get(metric)
+        if isinstance(value, (int, float)) and status == "done" and (best is None or _better(value, best[0], mode)):
+            self.best[metric] = (float(value), label)
 
     # -- the status line ----------------------------------------------------------------------------
 
@@ -116,8 +131,11 @@ class Progress(tune.Callback):
         running, ended = sum(t.status == "RUNNING" for t in trials), len(self.ended)
         line = (f"{tqdm.format_interval(elapsed)}<{left} | "
                 f"{running} running, {ended} ended, {max(0, self.total - running - ended)} left")
-        best = max([*self.running_acc.values(), *([self.best[0]] if self.best else [])], default=None)
-        return line + (f" | best val_acc {best:.4f}" if best is not None else "")
+        for metric in dict.fromkeys([*self.best, *(m for m, _, _ in self.running.values())]):
+            mode = self.modes.get(metric, "max")
+            values = [v for m, _, v in self.running.values() if m == metric] + ([self.best[metric][0]] if metric in self.best else [])
+            line += f" | best {metric} {(max if mode == 'max' else min)(values):.4f}"
+        return line
 
     def _draw(self, trials: list, force: bool = True) -> None:
         if self.stream is None or (not force and time.monotonic() - self.drawn < REDRAW_S):
@@ -142,9 +160,11 @@ class Progress(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         self.epochs_run[trial.trial_id] = int(result.get("training_iteration", self.epochs_run.get(trial.trial_id, 0)))
-        acc = result.get("val_acc")
-        if isinstance(acc, (int, float)) and not result.get("diverged"):
-            self.running_acc[trial.trial_id] = float(acc)
+        metric, mode = _measured(trial.config)
+        value = result.get(metric)
+        if isinstance(value, (int, float)) and not result.get("diverged"):
+            self.modes[metric] = mode
+            self.running[trial.trial_id] = (metric, mode, float(value))
         self._draw(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
@@ -164,21 +184,22 @@ class Progress(tune.Callback):
     def _ended(self, trial, status: str | None) -> None:
         self.ended_here += 1
         self.ended[trial.trial_id] = self._planned(trial)
-        self.running_acc.pop(trial.trial_id, None)  # done: it counts in self.best; else never
+        self.running.pop(trial.trial_id, None)  # done: it counts in self.best; else never
         self.epochs_run[trial.trial_id] = _epochs_run(trial)
         result = trial.last_result or {}
         label = _label(trial.config)
-        acc = result.get("val_acc")
+        metric, mode = _measured(trial.config)
+        acc = result.get(metric)
         if status is None:  # ASHA stops a trial early: pruned
             status = ("diverged" if result.get("diverged") else
                       "pruned" if result.get("training_iteration", self._planned(trial)) < self._planned(trial) else "done")
-        self._track_best(acc, status, label)
+        self._track_best(acc, status, label, metric, mode)
         done = (self.done_before or 0) + self.ended_here
         line = f"[{done}/{self.total}] {label}: {status}"
         if isinstance(acc, (int, float)) and status != "error":
-            line += f", val_acc {acc:.4f}"
-        if self.best:
-            line += f" | best {self.best[0]:.4f} ({self.best[1]})"
+            line += f", {metric} {acc:.4f}"
+        if metric in self.best:
+            line += f" | best {self.best[metric][0]:.4f} ({self.best[metric][1]})"
         left = self.total - done
         if left > 0:
             line += f" | about {_minutes((time.monotonic() - self.started) / self.ended_here * left)} left"

@@ -18,9 +18,10 @@ import pandas as pd
 
 from study.experiment import Experiment
 from study.figures import FIGURES, write_figures
-from study.tables import (arms_frame, comparison_frame, flops, fmt, markdown_table, range_tests_frame, rules_frame,
-                          shown_arm, strategies_frame, table_frame)
-from study.verdicts import verdicts
+from study.tables import (arms_frame, comparison_frame, flops, fmt, markdown_table, metric_value, range_tests_frame,
+                          rules_frame, shown_arm, strategies_frame, table_frame)
+from study.config import is_accuracy, test_metric
+from study.verdicts import verdicts, words
 from trainables.files import write_atomic
 
 OUTPUTS = ("summary.json", "comparison.csv", "report.md", *(f for f, _ in FIGURES.values()))  # every file written
@@ -35,14 +36,16 @@ def _section(title: str, text: str, table: pd.DataFrame) -> list[str]:
 
 def _rules_lines(setting: dict) -> list[str]:
     table = rules_frame(setting)
+    tested, mode = test_metric(setting.get("metric", "val_acc")), setting.get("mode", "max")
+    unit = "in points of test accuracy" if tested == "test_acc" else f"in {'points of ' if is_accuracy(tested) else ''}{tested}"
     lines = _section("Finder rules", "One finder arm per rule; `finder` is the primary (first) rule. LR per seed is "
-                     "`seed: lr`. Differences are paired by seed, in points of test accuracy; an interval that contains "
+                     f"`seed: lr`. Differences are paired by seed, {unit}; an interval that contains "
                      "0 means the seeds do not separate the two.", table)
     arms = setting.get("arms") or {}
-    top = max((k for k in table["arm"] if arms[k]["test_acc"]["mean"] is not None),
-              key=lambda k: arms[k]["test_acc"]["mean"], default=None)
+    means = {k: arms[k][tested]["mean"] for k in table.get("arm", []) if (arms[k].get(tested) or {}).get("mean") is not None}
+    top = (max if mode == "max" else min)(means, key=means.get, default=None)
     if top is not None:
-        lines += [f"Highest mean test accuracy: `{top}` ({100 * arms[top]['test_acc']['mean']:.2f} %).", ""]
+        lines += [f"{'Highest' if mode == 'max' else 'Lowest'} mean {words(tested)}: `{top}` ({metric_value(means[top], tested)}).", ""]
     return lines
 
 
@@ -61,10 +64,12 @@ def _setting_lines(summary: dict, label: str, setting: dict, sentences: list[str
     lines += _section("Strategies: compute against accuracy",
                       "A strategy is one way to a trained model: a finder rule or cyclic (range test plus one training), a "
                       "learning-rate-free optimiser (one training), or the manual search as a whole (every trial it ran; it "
-                      "delivers its trial with the best validation accuracy). Compute is the work counted per seed, "
+                      f"delivers its trial with the best {words(setting['metric'])}). Compute is the work counted per seed, "
                       "in FLOPs (training, range test and evaluation; torch's FlopCounterMode per step, times the steps "
                       "taken), and the seconds it took on this host; compute to target counts, in the order things ran, "
-                      "until a model first reached the target validation accuracy.", strategies_frame(setting))
+                      + (f"until a model first reached the target {words(setting['metric'])}." if setting["target"] is not None
+                         else "until a model first reached the target: not applicable, this setting has no target."),
+                      strategies_frame(setting))
     lines += _rules_lines(setting)
     lines += _section("Range tests: every rule's pick",
                       "Each seed's range test, read by every rule: on the true curve (the raw losses, correctly debiased "
@@ -79,22 +84,33 @@ def render_markdown(summary: dict, figures: dict[str, str]) -> str:
     """report.md; `figures` maps a figure key to its file name, or to the reason it was skipped."""
     cfg = summary["config"]
     said = verdicts(summary)
+    measures = {(s["metric"], s["mode"], s["target"]) for s in summary["settings"].values()}
+    if len(measures) > 1:
+        compared = "its setting's validation metric, in its direction (each setting's section names it)"
+        to_target = "until the setting's metric first reached its target, where it has one"
+    else:
+        [(metric, mode, target)] = measures
+        compared = words(metric) + ("" if mode == "max" else " (lowest)")
+        to_target = (f"until `{metric}` first reached {target}" if target is not None
+                     else "not applicable (no target set)")
     lines = [f"# LR finder vs manual LR search: {summary['experiment']}", "",
              "**Verdict.** " + " ".join(s[0] for s in said.values()), "",
              "How to read it: every arm ran once per seed. `finder` is the LR finder with the primary rule, "
              "`finder:<rule>` with another rule, `cyclic` a cyclical LR between the range the finder found "
              "(its LR in tables and figures is the top of the cycle), `manual:<lr>` one manual LR, and `manual` "
-             "the manual LR with the best mean last-epoch validation accuracy over the seeds (finished trials "
+             f"the manual LR with the best mean last-epoch {compared} over the seeds (finished trials "
              "only; never chosen by test accuracy; for a Bayesian search, whose seeds try different LRs, each "
              "seed's best manual trial by the same rule). Means come with 95 % Student-t intervals over seeds; "
              "differences are paired by seed, with a paired t-test (scipy's ttest_1samp and ttest_rel). `n` "
              "counts finished trials of all trials in the arm. Compute is work, counted: the FLOPs a trial computed "
              "(training, range test and evaluation), which do not depend on the host; seconds (`time_s`: range "
              "test + training) are shown beside them. The finder arm is compared with the whole manual search of "
-             f"one seed. Compute to target: until `val_acc` first reached {summary['target_acc']} (the range test "
+             f"one seed. Compute to target: {to_target} (the range test "
              "included for the finder and cyclic arms).", ""]
-    keys = ("preset", "search", "optimizer", "lr_schedule", "seeds", "seed", "arms", "finder_rules", "epochs", "batch_size", "target_acc")
-    lines += ["Setup: " + ", ".join(f"{k}={cfg[k]}" for k in keys if cfg.get(k) is not None)]
+    keys = ("preset", "search", "optimizer", "lr_schedule", "seeds", "seed", "arms", "finder_rules", "epochs", "batch_size")
+    shown = {**{k: cfg[k] for k in keys if cfg.get(k) is not None},
+             **({k: summary[k] for k in ("metric", "mode", "target")} if len(measures) == 1 else {})}
+    lines += ["Setup: " + ", ".join(f"{k}={v}" for k, v in shown.items() if v is not None)]
     lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()), ""]
     for label, setting in summary["settings"].items():
         lines += _setting_lines(summary, label, setting, said[label])
@@ -102,6 +118,11 @@ def render_markdown(summary: dict, figures: dict[str, str]) -> str:
         lines += ["_No trials found._", ""]
     lines += ["## Figures", ""]
     for i, (key, (_, title)) in enumerate(FIGURES.items(), start=1):
+        if len(measures) == 1 and metric != "val_acc":  # the figures' titles name the study's metric
+            title = (title.replace("Test accuracy", test_metric(metric)).replace("test accuracy", test_metric(metric))
+                     .replace("validation accuracy", metric))
+        elif len(measures) > 1:
+            title = title.replace("accuracy", "metric")
         title, fig = f"Figure {i}: {title}", figures[key]
         lines += [f"### {title}", "", f"![{title}]({fig})" if fig.endswith(".png") else f"_Skipped: {fig}._", ""]
     errors = [t for t in summary["trials"] if t["error"]]

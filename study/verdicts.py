@@ -2,13 +2,42 @@
 
 Per setting (`summary["settings"]`, by label): which strategy is the cheapest way to the manual
 search's accuracy (`strategy_verdict`), then one sentence per arm against the best manual LR
-(`setting_verdict`). The console prints them, report.md and summary.json carry them.
+(`setting_verdict`), each on the setting's own metric in its direction (`setting["metric"]`,
+`mode`). A verdict claims no more than its seeds show: with one seed it gives the difference and
+says one seed cannot separate two strategies; with more, a winner only where the 95 % interval
+of the paired difference excludes zero. The console prints them, report.md and summary.json carry them.
 """
 
 from __future__ import annotations
 
-from study.analysis import SEARCH_PICKS
-from study.tables import flops, mean_ci
+from study.analysis import SEARCH_PICKS, sign
+from study.config import is_accuracy, test_metric
+from study.tables import flops, metric_ci, metric_value
+
+ONE_SEED = "one seed cannot separate two strategies"
+WORDS = {"test_acc": "test accuracy", "val_acc": "validation accuracy"}  # else a metric is named as logged
+
+
+def words(metric: str) -> str:
+    return WORDS.get(metric, metric)
+
+
+def _spread(d: dict, metric: str) -> str:
+    """' ± 0.60' (half the 95 % interval, in the difference's units), '' without one."""
+    if d["ci95"] is None:
+        return ""
+    half = (d["ci95"][1] - d["ci95"][0]) / 2
+    return f" ± {100 * half:.2f}" if is_accuracy(metric) else f" ± {half:.4g}"
+
+
+def _separates(d: dict, mode: str) -> str:
+    """What the paired interval shows: which is better, or that the seeds do not separate them."""
+    if d["ci95"] is None:
+        return ONE_SEED if d["n"] == 1 else ""
+    lo, hi = d["ci95"]
+    if lo <= 0 <= hi:
+        return "the interval contains 0: the seeds do not separate the two"
+    return "better than best manual" if sign(mode) * d["mean"] > 0 else "worse than best manual"
 
 
 def _status_counts(a: dict) -> str:
@@ -55,11 +84,13 @@ def setting_verdict(summary: dict, setting: dict, key: str = "finder") -> str:
     if pair["n"] == 0:
         return (f"{head}: they finished on no common seed ({label}: {_seeds(finder['seeds'])}; "
                 f"manual: {_seeds(manual['seeds'])}), so they cannot be compared seed by seed.")
-    d = pair["test_acc_diff"]
-    s = f"{head}: {100 * d['mean']:+.2f}"
-    if d["ci95"] is not None:
-        s += f" ± {100 * (d['ci95'][1] - d['ci95'][0]) / 2:.2f}"
-    s += f" points of test accuracy over {pair['n']} seed{'s' if pair['n'] != 1 else ''}"
+    tested = pair.get("metric", "test_acc")
+    d = pair[f"{tested}_diff"]
+    if is_accuracy(tested):
+        s = f"{head}: {100 * d['mean']:+.2f}{_spread(d, tested)} points of {words(tested)}"
+    else:
+        s = f"{head}: {d['mean']:+.4g}{_spread(d, tested)} {words(tested)} ({setting.get('mode', 'max')}imised)"
+    s += f" over {pair['n']} seed{'s' if pair['n'] != 1 else ''}"
     if pair["p_value"] is not None:
         s += f" (paired t-test p = {pair['p_value']:.2g})"
     elif pair["n"] >= 2 and d["std"] == 0:
@@ -76,40 +107,62 @@ def setting_verdict(summary: dict, setting: dict, key: str = "finder") -> str:
     if finder["n"] < finder["n_trials"]:
         s += (f"; {finder['n_trials'] - finder['n']} of {finder['n_trials']} {label} trials did not finish "
               f"({_status_counts(finder)})")
-    return s + "."
+    shown = _separates(d, setting.get("mode", "max"))  # what the seeds show, and no more
+    return s + (f": {shown}." if shown else ".")
 
 
 def _ratio(r: float) -> str:
     return f", {r:.1f}x less compute" if r >= 1 else f", {1 / r:.1f}x more compute"
 
 
-def _reaches(row: dict, bar: float) -> bool:
-    """A strategy's test accuracy reaches `bar` within its 95 % interval (its mean, from one seed)."""
-    acc = row["test_acc"]
-    return acc["mean"] is not None and (acc["ci95"][1] if acc["ci95"] else acc["mean"]) >= bar
+def _reaches(row: dict, bar: float, tested: str, mode: str) -> bool:
+    """A strategy's test metric reaches `bar` within its 95 % interval, in the metric's direction
+    (never from one seed: without an interval nothing is shown)."""
+    d = row.get(tested) or {}
+    if d.get("mean") is None or not d.get("ci95"):
+        return False
+    return (d["ci95"][1] >= bar) if mode == "max" else (d["ci95"][0] <= bar)
 
 
 def strategy_verdict(setting: dict) -> str:
     """'sgd: the cheapest strategy that reaches the grid search's test accuracy (89.60 %) within its
     interval: finder:valley, 89.20 % [86.40, 92.00], 1.31e12 FLOPs of compute per seed against 6.48e12
-    (4.9x less; ...)'. Compute is counted work; seconds only for an experiment without it."""
+    (4.9x less; ...)', on the setting's test metric in its direction. With one seed, no interval: the
+    cheapest strategy, its difference from the search, and that one seed cannot separate them.
+    Compute is counted work; seconds only for an experiment without it."""
     name, rows = setting["label"], setting["strategies"]
+    tested, mode = test_metric(setting.get("metric", "val_acc")), setting.get("mode", "max")
     search = next((r for r in rows if r["kind"] == "search"), None)
-    if search is None or search["test_acc"]["mean"] is None:
+    if search is None or (search.get(tested) or {}).get("mean") is None:
         return f"{name}: no manual search delivered a tested model, so no strategy can be measured against one."
-    bar = search["test_acc"]["mean"]
-    head = f"{name}: the cheapest strategy that reaches the {search['strategy']}'s test accuracy ({100 * bar:.2f} %)"
+    bar = search[tested]["mean"]
     counted = search.get("compute_flops", {}).get("mean") is not None  # else: from before work was counted
     key, show = ("compute_flops", lambda x: f"{flops(x)} FLOPs") if counted else ("compute_s", lambda x: f"{x:.1f} s")
-    cheapest = min((r for r in rows if _reaches(r, bar) and r[key]["mean"] is not None), key=lambda r: r[key]["mean"])
+    measured = [r for r in rows if (r.get(tested) or {}).get("mean") is not None and r[key]["mean"] is not None]
+    if search[tested]["ci95"] is None:  # one seed: no interval, so no strategy can be said to reach another
+        others = [r for r in measured if r is not search]
+        if not others:
+            return f"{name}: the {search['strategy']} delivered {words(tested)} {metric_value(bar, tested)}, on one seed; no other strategy to compare."
+        cheapest = min(others, key=lambda r: r[key]["mean"])
+        own, whole = cheapest[key]["mean"], search[key]["mean"]
+        ratio = f", {whole / own:.1f}x less compute" if whole and own and whole >= own else \
+            f", {own / whole:.1f}x more compute" if whole and own else ""
+        return (f"{name}: on one seed, the cheapest strategy, {cheapest['strategy']} ({show(own)} per seed), delivered "
+                f"{words(tested)} {metric_value(cheapest[tested]['mean'], tested)} against the {search['strategy']}'s "
+                f"{metric_value(bar, tested)} ({metric_value(cheapest[tested]['mean'] - bar, tested, signed=True)}"
+                f"{ratio}): {ONE_SEED}.")
+    head = f"{name}: the cheapest strategy that reaches the {search['strategy']}'s {words(tested)} ({metric_value(bar, tested)})"
+    cheapest = min((r for r in measured if _reaches(r, bar, tested, mode)), key=lambda r: r[key]["mean"])
     own, whole = cheapest[key]["mean"], search[key]["mean"]
     secs = f"; {cheapest['compute_s']['mean']:.1f} s against {search['compute_s']['mean']:.1f} s on this host" if (
         counted and cheapest["compute_s"]["mean"] and search["compute_s"]["mean"]) else ""
     if cheapest is search:
-        return f"{head} within its interval is the search itself ({show(whole)} of compute per seed): nothing cheaper reaches it."
-    return (f"{head} within its interval: {cheapest['strategy']}, {mean_ci(cheapest['test_acc'], 100)} %, "
+        return (f"{head} within its interval is the search itself ({show(whole)} of compute per seed): no cheaper "
+                "strategy's interval reaches it.")
+    unit = " %" if is_accuracy(tested) else ""
+    return (f"{head} within its interval: {cheapest['strategy']}, {metric_ci(cheapest[tested], tested)}{unit}, "
             f"{show(own)} of compute per seed against {show(whole)} ({whole / own:.1f}x less{secs}), "
-            f"over {cheapest['test_acc']['n']} seed{'s' if cheapest['test_acc']['n'] != 1 else ''}.")
+            f"over {cheapest[tested]['n']} seed{'s' if cheapest[tested]['n'] != 1 else ''}.")
 
 
 def verdicts(summary: dict) -> dict[str, list[str]]:

@@ -277,12 +277,12 @@ def test_compute_counts_every_manual_trial_of_a_seed(experiment):
 
 
 def test_time_to_target_adds_the_range_test(experiment, recorded):
-    s = analysis.summarize(experiment, target_acc=0.01)
+    s = analysis.summarize(experiment, target=0.01)
     for row in s["trials"]:
         if row["status"] == "finished":
             last = result_rows(recorded / row["dir"])[-1]
             assert row["time_to_target_s"] == pytest.approx(last["train_time_s"] + (row["finder_time_s"] or 0.0))
-    assert all(r["time_to_target_s"] is None for r in analysis.summarize(experiment, target_acc=1.0)["trials"])
+    assert all(r["time_to_target_s"] is None for r in analysis.summarize(experiment, target=1.0)["trials"])
 
 
 def strategy(summary: dict, optimizer: str, name: str) -> dict:
@@ -327,7 +327,7 @@ def test_search_compute_to_target_counts_every_trial_in_the_order_they_ran(exper
     # a second epoch of LR 0.01: its train_time_s is cumulative (4.0), so it spent 2.0 more
     second = e[e["trial_id"] == ids["manual:0.01"]].assign(epoch=1, report_ts=12.0, train_time_s=4.0, val_acc=0.6)
     experiment.epochs = pd.concat([e, second], ignore_index=True)
-    s = analysis.summarize(experiment, target_acc=0.85)
+    s = analysis.summarize(experiment, target=0.85)
     run = s["settings"]["sgd"]["search_progress"]["0"]  # by seed (a JSON key)
     assert {k: run[k] for k in ("compute_s", "best_val_acc")} == {"compute_s": [3.0, 5.0, 7.0], "best_val_acc": [0.90, 0.90, 0.90]}
     assert run["compute_flops"] == sorted(run["compute_flops"]) and len(run["compute_flops"]) == 3  # the work, alike
@@ -554,22 +554,22 @@ def run_cli(*args):
 def test_cli_errors_are_one_line_exit_2(tmp_path, case):
     (tmp_path / "junk").mkdir()
     args = {"missing": [tmp_path / "nope"], "not_experiment": [tmp_path / "junk"],
-            "bad_target": [tmp_path / "junk", "--target-acc", "abc"]}[case]
+            "bad_target": [tmp_path / "junk", "--target", "abc"]}[case]
     p = run_cli(*args)
     assert p.returncode == 2 and p.stdout == ""
     assert len(p.stderr.splitlines()) == 1 and p.stderr.startswith("study.analyze: error: ")
 
 
 def test_cli_flags_are_only_their_whole_names(exp_copy):
-    p = run_cli(exp_copy, "--target", "0.5")  # not --target-acc
-    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "unrecognized arguments: --target" in p.stderr
+    p = run_cli(exp_copy, "--targ", "0.5")  # not --target
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "unrecognized arguments: --targ" in p.stderr
 
 
 def test_cli_rewrites_the_report_with_another_target(exp_copy, capsys):
-    assert analyze_main([str(exp_copy), "--target-acc", "0.01"]) == 0
+    assert analyze_main([str(exp_copy), "--target", "0.01"]) == 0
     out = capsys.readouterr().out
     saved = json.loads((exp_copy / "summary.json").read_text())
-    assert saved["target_acc"] == 0.01 and all(t["time_to_target_s"] for t in saved["trials"] if t["status"] == "finished")
+    assert saved["target"] == 0.01 and "target_acc" not in saved and all(t["time_to_target_s"] for t in saved["trials"] if t["status"] == "finished")
     assert saved["verdict"].split(" adam: ")[0] in out and f"report: {exp_copy / 'report.md'}" in out
     assert sum(line.startswith(("sgd: ", "adam: ")) for line in out.splitlines()) == 8
 

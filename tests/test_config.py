@@ -78,7 +78,8 @@ def test_grid_points_are_a_finder_trial_per_default_rule_plus_each_lr_each_a_who
     points = trial_points(StudyConfig(lrs=(1e-3, 1e-1), seed=4, epochs=3, batch_size=32, subset=1000, normalize=False))
     common = {"seed": 4, "task": "fashion-lenet", "optimizer": "sgd", "lr_schedule": "constant", "epochs": 3, "batch_size": 32, "momentum": 0.9,
               "finder_min_lr": 1e-8, "finder_max_lr": 1.0, "finder_num_training": 100, "finder_mode": "exponential", "cpus_per_trial": 1,
-              "val_size": 5000, "split_seed": 0, "normalize": False, "subset": 1000}
+              "val_size": 5000, "split_seed": 0, "normalize": False, "subset": 1000,
+              "metric": "val_acc", "mode": "max", "target": None}
     assert points == [{"arm": "finder", "lr": None, "finder_rule": "lightning", **common},
                       {"arm": "finder", "lr": None, "finder_rule": "valley", **common},
                       {"arm": "manual", "lr": 1e-3, "finder_rule": None, **common},
@@ -209,7 +210,12 @@ def test_asha_draws_are_seeded_log_uniform_and_in_range():
     (["--batch-size", "0"], "--batch-size"),
     (["--cpus-per-trial", "0"], "--cpus-per-trial"),
     (["--gpus-per-trial", "-1"], "--gpus-per-trial"),
-    (["--target-acc", "2"], "--target-acc"),
+    (["--target", "nan"], "--target must be a finite number"),
+    (["--target", "abc"], "--target"),
+    (["--metric", "acc"], "--metric must name a validation metric the module logs (val_...), got acc"),
+    (["--metric", "test_mae"], "--metric must name a validation metric"),
+    (["--mode", "up"], "invalid choice"),
+    (["--target-acc", "0.9"], "unrecognized arguments: --target-acc"),  # replaced by --target
     (["--name", "a/b"], "--name"),
     (["--bogus"], "unrecognized"),
     (["--schedule", "asha"], "unrecognized arguments: --schedule"),  # no abbreviations of --scheduler
@@ -367,7 +373,8 @@ def imports_and_exit(module: str, *argv: str) -> tuple[set[str], int, str, str]:
     ("study.run", ["--help"], 0),
     ("study.run", ["--version"], 0),
     ("study.analyze", ["--help"], 0),
-    ("study.analyze", ["x", "--target-acc", "2"], 2),
+    ("study.analyze", ["x", "--target", "nan"], 2),
+    ("study.analyze", ["x", "--metric", "mae"], 2),
 ])
 def test_help_version_and_config_errors_import_nothing_heavy(module, argv, code):
     imported, returncode, out, err = imports_and_exit(module, *argv)

@@ -1,8 +1,10 @@
 """The report's figures: matplotlib on its Agg canvas (no screen, no pyplot), from the analysis alone.
 
 One module per kind of figure: `epochs` (per-epoch curves), `lr_finder` (the range tests),
-`strategies` (accuracy against LR, compute against accuracy, the search as it ran); `layout` is the
-one way a figure is laid out (a panel per setting, one legend, at most 2,000 pixels a side). A new
+`strategies` (the test metric against LR, compute against it, the search as it ran); `layout` is the
+one way a figure is laid out (a panel per setting, one legend, numbers on every axis, at most 2,000
+pixels a side). Each panel is drawn on its setting's metric (val_acc, maximised, by default); the
+files keep their names whatever the metric (val_acc.png holds each setting's own metric). A new
 figure is a function in one of them and a line in `FIGURES` and `write_figures` here.
 """
 
@@ -15,14 +17,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from study.experiment import Experiment
-from study.figures.epochs import plot_epochs
+from study.figures.epochs import METRIC, plot_epochs
 from study.figures.layout import DPI
 from study.figures.lr_finder import plot_lr_finder, plot_lr_finders
-from study.figures.strategies import plot_compute_vs_accuracy, plot_search_progress, plot_test_acc_vs_lr
+from study.figures.strategies import (plot_compute_vs_accuracy, plot_search_progress, plot_test_acc_vs_lr,
+                                     plot_test_metric_vs_lr)
 from trainables.files import write_atomic
 
 __all__ = ["FIGURES", "plot_compute_vs_accuracy", "plot_epochs", "plot_lr_finder", "plot_lr_finders",
-           "plot_search_progress", "plot_test_acc_vs_lr", "save_figure", "write_figures"]
+           "plot_search_progress", "plot_test_acc_vs_lr", "plot_test_metric_vs_lr", "save_figure", "write_figures"]
 
 FIGURES = {  # key: (file, title in report.md), in the report's order
     "test_acc_vs_lr": ("test_acc_vs_lr.png", "Test accuracy against learning rate, every trial (finder choices marked)"),
@@ -47,11 +50,10 @@ def save_figure(fig: Figure, path: Path) -> Path:
 def write_figures(exp_dir: Path, experiment: Experiment, summary: dict) -> dict[str, str]:
     """Every figure into `exp_dir`: key -> its file name, or the reason it was skipped (a figure
     without data is removed, not kept stale)."""
-    target = summary["target_acc"]
     figs = {
-        "test_acc_vs_lr": (lambda: plot_test_acc_vs_lr(summary), "no trial has both an LR and a test accuracy"),
+        "test_acc_vs_lr": (lambda: plot_test_metric_vs_lr(summary), "no trial has both an LR and a test metric"),
         "lr_finder": (lambda: plot_lr_finders(experiment, summary), "no usable range-test curve"),
-        "val_acc": (lambda: plot_epochs(experiment, summary, ("val_acc",), target), "no trial reported val_acc"),
+        "val_acc": (lambda: plot_epochs(experiment, summary, (METRIC,)), "no trial reported its setting's metric"),
         "val_loss": (lambda: plot_epochs(experiment, summary, ("val_loss",)), "no trial reported val_loss"),
         "train_curves": (lambda: plot_epochs(experiment, summary, ("train_loss", "train_acc", "lr")),
                          "no trial reported train_loss or train_acc"),

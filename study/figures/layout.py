@@ -4,6 +4,8 @@ A figure has a panel per setting (`summary["settings"]`: an optimiser, ...), lai
 `panels`: at most `COLUMNS` panels a line, one legend for the whole figure (`figure_legend`), and a
 size that never exceeds `MAX_INCHES` (2,000 pixels at `DPI`) a side, however many trials, seeds or
 settings the study has. Legends have one entry per arm or strategy, never one per seed or trial.
+Every figure ends with `finish`: its legend, and numbers on every axis whatever its range
+(`readable_ticks`). A curve of one point is drawn as a marker (`lone_points`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, MaxNLocator, NullFormatter
 
 from trainables.finder_rules import RULES
 
@@ -59,6 +61,50 @@ def figure_legend(fig: Figure, axes) -> None:
             handles.setdefault(label, handle)
     if handles:
         fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize=7)
+
+
+def _short(x, _pos=None) -> str:
+    return f"{x:.3g}".replace("e+", "e").replace("e-0", "e-")
+
+
+def readable_ticks(axes) -> None:
+    """Numbers on every axis of `axes`, whatever its range: a log axis spanning less than a decade
+    (1.3e12 to 6.5e12: no power of ten, so no major tick) gets plain ticks within its range,
+    labelled with 3 significant digits; one spanning more keeps its decades."""
+    for ax in axes:
+        if not ax.get_visible():
+            continue
+        for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            if axis.get_scale() != "log" or not (lo > 0 and hi > 0):
+                continue
+            lo, hi = sorted((lo, hi))
+            if np.floor(np.log10(hi)) - np.ceil(np.log10(lo)) >= 1:  # two powers of ten in view: decades
+                axis.set_major_formatter(LogFormatterSciNotation())
+                continue
+            axis.set_major_locator(MaxNLocator(nbins=4, min_n_ticks=2))
+            axis.set_major_formatter(FuncFormatter(_short))
+            axis.set_minor_formatter(NullFormatter())
+
+
+def finish(fig: Figure, axes) -> None:
+    """What every figure ends with: its one legend (`figure_legend`) and readable ticks on every axis."""
+    axes = list(axes)
+    figure_legend(fig, axes)
+    readable_ticks(fig.axes)
+
+
+def lone_points(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The points of `curves` that no line segment draws (a one-epoch curve, a finite value between
+    missing ones): their x, y and the index of their curve. Draw them as markers."""
+    xs, ys, which = [], [], []
+    for i, (x, y) in enumerate(curves):
+        ok = np.isfinite(np.asarray(y, dtype=float)) & np.isfinite(np.asarray(x, dtype=float))
+        before, after = np.r_[False, ok[:-1]], np.r_[ok[1:], False]
+        lone = ok & ~before & ~after
+        xs += list(np.asarray(x, dtype=float)[lone])
+        ys += list(np.asarray(y, dtype=float)[lone])
+        which += [i] * int(lone.sum())
+    return np.array(xs), np.array(ys), which
 
 
 def log_x_panels(axes: dict, xlabel: str, title: str, ylabel: str) -> None:

@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from study.experiment import RANGE_TEST_ARMS, Experiment
-from study.figures.layout import CYCLIC_COLOUR, figure_legend, floats, marker, panels, present
+from study.figures.layout import CYCLIC_COLOUR, finish, floats, marker, panels, present
 
 MAX_FINDER_CURVES = 6  # more range-test curves than this in one panel: only the first seed's are drawn
 
@@ -81,7 +81,7 @@ def plot_lr_finder(curve: dict | None, trained: tuple[str, ...] = ()) -> Figure 
     losses = _draw_range_test(ax, curve, "tab:blue", "debiased EMA of the raw loss (what the rules read)", set(trained))
     _range_test_axes(ax, losses, f"LR finder: loss vs learning rate (Lightning {curve.get('lightning_version', '?')})",
                      list(curve.get("suggestions") or {}))
-    figure_legend(fig, [ax])
+    finish(fig, [ax])
     return fig
 
 
@@ -132,5 +132,5 @@ def plot_lr_finders(experiment: Experiment, summary: dict) -> Figure | None:
                     ax.plot([t.cyclic_min_lr, t.lr], [y, y], color=CYCLIC_COLOUR, lw=4, marker="|", ms=14, zorder=4,
                             label="cyclic: min to max LR")
         _range_test_axes(ax, np.concatenate(drawn) if drawn else np.array([]), f"LR finder, {label}{note}", list(rules))
-    figure_legend(fig, axes[0].values())
+    finish(fig, axes[0].values())
     return fig
