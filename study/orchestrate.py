@@ -135,32 +135,11 @@ def write_study_record(path: str, config: StudyConfig, plan: Plan, data: dict[st
     storage.write_text(path, storage.STUDY_FILE, json.dumps(record, indent=2))
 
 
-@functools.wraps(train_trial)
-def reporting_objective(config: dict, data) -> None:
-    """`train_trial`, every report of which carries `objective` (METRIC): a bridge for a trainable
-    that does not report it yet, computed from the row as `study.experiment` derives it (the
-    trial's metric in its direction, NaN once diverged); a report that has one is left as it is."""
-    measured = metric_settings(config)
-    report = tune.report
-
-    def with_objective(metrics: dict, *args, **kwargs):
-        if "objective" not in metrics:
-            value = math.nan if metrics.get("diverged") else objective(metrics.get(measured["metric"]), measured["mode"])
-            metrics = {**metrics, "objective": value}
-        return report(metrics, *args, **kwargs)
-
-    tune.report = with_objective
-    try:
-        return train_trial(config, data=data)
-    finally:
-        tune.report = report
-
-
 def trainable(data: dict[str, Dataset], resources: dict):
     """The trial as Ray Tune runs it, for a fresh start and a --resume alike: `train_trial` with
-    every task's data (by --task spec) through the object store, on `resources` per trial,
-    reporting `objective` (`reporting_objective`)."""
-    return tune.with_resources(tune.with_parameters(reporting_objective, data=data), resources)
+    every task's data (by --task spec) through the object store, on `resources` per trial; every
+    report carries `objective`, which Ray Tune maximises (METRIC)."""
+    return tune.with_resources(tune.with_parameters(train_trial, data=data), resources)
 
 
 def build_tuner(config: StudyConfig, plan: Plan, data: dict[str, Dataset], resources: dict) -> tune.Tuner:
