@@ -242,7 +242,7 @@ def summarize(experiment: Experiment, target_acc: float | None = None) -> dict:
                                       flops_to_target=ids.map(hit["flops"]).astype(float))
     by_setting = dict(tuple(trials.groupby("setting", sort=False))) if not trials.empty else {}
     settings = {}
-    for label, setting in settings_of(config).items():
+    for label, setting in settings_of(config, experiment.study.get("settings")).items():
         mine = by_setting.get(label, trials.iloc[:0])
         table, progress = strategies(mine, epochs, config["search"], target)
         settings[label] = {**setting_summary(label, setting, mine), "range_tests": range_tests(experiment, mine),

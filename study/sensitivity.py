@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from study.config import ConfigError, StudyConfig, build_parser, config_from_args
+from study.config import ConfigError, StudyConfig, build_parser, config_from_args, split_of
 from trainables.files import write_atomic
 from trainables.finder_rules import RULES
 
@@ -109,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             loaded = {spec: tasks.load(spec, config.data_dir, driver=True) for spec in config.task}
-            data = tasks.load_data(loaded, val_size=config.val_size, split_seed=config.split_seed,
-                                   normalize=config.normalize, subset=config.subset)
+            data = tasks.load_data(loaded, {spec: split_of(config) for spec in loaded})
         except (DataError, tasks.TaskError) as e:
             raise ConfigError(str(e)) from None
     except ConfigError as e:
