@@ -15,7 +15,7 @@ import pytest
 import torch
 from ray import tune
 
-from study.config import ConfigError, StudyConfig, with_task_defaults
+from study.config import ConfigError, StudyConfig, split_of, with_task_defaults
 from study.run import _prepare, main
 from study.space import plan, trial_dirname
 from tests.conftest import REPO, make_idx_dir, real_data_dir, run_module
@@ -284,6 +284,9 @@ def test_two_task_files_of_one_stem_are_two_tasks_named_apart_and_imported_apart
     assert trial_dirname(Trial, tasks=(a, b)) == "manual_lr=0.1_b.task.TASK_adam_cosine_s0_abc"
     data, _ = _prepare(config, loaded, task_configs)  # each task's data split by its own val_size
     assert [data[spec].sizes() for spec in (a, b)] == [{"train": 60, "val": 20, "test": 20}, {"train": 70, "val": 10, "test": 20}]
+    shared = tasks.load_data({a: loaded[a], b: replace(loaded[b], data=loaded[a].data)},  # one data, two splits
+                             {spec: split_of(task_configs[spec]) for spec in (a, b)})
+    assert [shared[spec].sizes()["val"] for spec in (a, b)] == [20, 10]
 
 
 def test_a_task_that_imports_a_sibling_another_task_folder_already_named_is_refused(tmp_path, capsys, fresh_tasks):
