@@ -311,7 +311,7 @@ def summarize(experiment: Experiment, target: float | None = None, metric: str |
     trials = experiment.trials
     by_setting = dict(tuple(trials.groupby("setting", sort=False))) if not trials.empty else {}
     settings, parts = {}, []
-    for label, setting in settings_of(config).items():
+    for label, setting in settings_of(config, experiment.study.get("settings")).items():
         mine = by_setting.pop(label, trials.iloc[:0])
         measured = measure(mine, config, metric, mode, target)
         mine = time_to_target(mine, epochs, measured).assign(**{k: measured[k] for k in ("metric", "mode", "target")})

@@ -7,6 +7,7 @@ Lightning and Ray Tune are imported and the data is read (see run.py). Errors a 
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from pathlib import Path
@@ -29,8 +30,8 @@ def _drop_token_auth_notice(record: logging.LogRecord) -> bool:
 
 
 def connect(config: StudyConfig) -> None:
-    """Start a local Ray instance, or attach to the cluster at --address. The user's task files
-    and packages go to every node with the job (runtime_env's py_modules: trainables/tasks.py)."""
+    """Start a local Ray instance, or attach to the cluster at --address. The user's task folders
+    and packages go to every node with the job (runtime_env's py_modules: trainables/tasks.py `ship`)."""
     if ray.is_initialized():
         return
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_drop_token_auth_notice)
@@ -39,8 +40,9 @@ def connect(config: StudyConfig) -> None:
         raise ConfigError(f"cannot reach --address {config.address}: {unreachable}")
     runtime_env = {"env_vars": {"TQDM_DISABLE": "1"}}  # lr_find draws a progress bar per step into every trial's log
     shipped = tasks.ship(config.task)
-    if shipped:
-        runtime_env["py_modules"] = shipped
+    if shipped:  # each task's folder (its siblings with it), found on a node by its place in this list
+        runtime_env.update(py_modules=shipped, excludes=list(tasks.SHIP_EXCLUDES))
+        runtime_env["env_vars"][tasks.SHIPPED_ENV] = json.dumps(shipped)
     try:
         ray.init(address=config.address, include_dashboard=False if config.address is None else None,
                  log_to_driver=True, configure_logging=True, logging_level="WARNING", runtime_env=runtime_env)

@@ -61,7 +61,15 @@ def _tasks(text: str) -> tuple[str, ...]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown {', '.join(map(repr, unknown))}; choose from {', '.join(tasks.BUILTIN)}, "
                                          "or name your own as path/to/file.py:NAME or package.module:NAME")
-    return items
+    return tuple(_canonical(t) for t in items)
+
+
+def _canonical(spec: str) -> str:
+    """A task file's path made absolute (a malformed spec stays as given: loading it says why)."""
+    try:
+        return tasks.canonical(spec)
+    except tasks.TaskError:
+        return spec
 
 
 def _opt(default, help: str, parse=None, choices=None):
@@ -162,10 +170,17 @@ class StudyConfig:
             raise ConfigError(f"--name must be a plain folder name, got {self.name!r}")
         return self
 
-    def settings(self) -> list[dict]:
+    def settings(self, task_configs: dict[str, "StudyConfig"] | None = None) -> list[dict]:
         """Every setting of the study, one value per dimension, in the order of the flags' values:
-        [{"task": "fashion-lenet", "optimizer": "sgd", "lr_schedule": "constant"}, ...]."""
-        return [dict(zip(DIMENSIONS, values)) for values in itertools.product(*(getattr(self, d) for d in DIMENSIONS))]
+        [{"task": "fashion-lenet", "optimizer": "sgd", "lr_schedule": "constant"}, ...]. Per task,
+        the other dimensions' values are its own config's in `task_configs` where it has one (a
+        task's defaults may set its optimisers and schedules: `with_task_defaults`)."""
+        out = []
+        for task in self.task:
+            own = (task_configs or {}).get(task, self)
+            values = ((task,) if d == "task" else getattr(own, d) for d in DIMENSIONS)
+            out += [dict(zip(DIMENSIONS, v)) for v in itertools.product(*values)]
+        return out
 
     @property
     def pruned(self) -> bool:
@@ -176,6 +191,7 @@ class StudyConfig:
         return asdict(self)
 
 
+FIELDS = {f.name: f for f in fields(StudyConfig)}
 # What --smoke shrinks, unless the flag is given explicitly.
 SMOKE = {"epochs": 2, "subset": 4000}
 # The write-up's setting, as closely as the data allows. Its notebook wrote the finder's LR to
@@ -215,26 +231,59 @@ def metric_settings(config: dict) -> dict:
     return {"metric": config["metric"], "mode": config.get("mode") or "max", "target": config.get("target")}
 
 
-def dimension_value(dimension: str, value) -> str:
-    """A dimension's value as tables, figures and folder names show it (a user's task by its short name)."""
-    return tasks.name(value) if dimension == "task" else str(value)
+def dimension_value(dimension: str, value, tasks_of_study=()) -> str:
+    """A dimension's value as tables, figures and folder names show it: a user's task by its short
+    name, told apart from the study's other tasks (`tasks_of_study`: trainables/tasks.py `names`)."""
+    return tasks.name(value, tasks_of_study) if dimension == "task" else str(value)
 
 
-def setting_label(setting: dict, config: dict) -> str:
-    """A setting's name in tables, verdicts and figure panels: its optimiser, and each other
-    dimension's value where the study (`config`, as a dict) lists several ("sgd", "fashion-mlp/sgd")."""
-    return "/".join(dimension_value(d, setting[d]) for d in DIMENSIONS if d == "optimizer" or len(config.get(d) or ()) > 1)
+def setting_label(setting: dict, settings: list[dict]) -> str:
+    """A setting's name in tables, verdicts and figure panels, among the study's `settings`: its
+    optimiser, and each other dimension's value where the settings take several ("sgd",
+    "fashion-mlp/sgd"). Settings differ in some dimension, so their labels differ."""
+    study_tasks = tuple(dict.fromkeys(s["task"] for s in settings))
+    return "/".join(dimension_value(d, setting[d], study_tasks) for d in DIMENSIONS
+                    if d == "optimizer" or len({s[d] for s in settings}) > 1)
 
 
-def with_task_defaults(config: StudyConfig, defaults: dict, given: set[str]) -> StudyConfig:
+# What splits a task's data (trainables/data.py: `split`); a task's defaults may set val_size.
+SPLIT = ("val_size", "split_seed", "normalize", "subset")
+
+
+def split_of(config: StudyConfig) -> dict:
+    return {name: getattr(config, name) for name in SPLIT}
+
+
+def _task_default(name: str, value, task: str):
+    """A task's default for the field `name`, in the field's type: a list or a comma-separated
+    string for a tuple (checked as its flag's values are); ConfigError with one line otherwise."""
+    f = FIELDS[name]
+    parse, default, given = f.metadata["parse"], f.default, value
+    try:
+        if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        if isinstance(value, str) and parse is not None:
+            value = parse(value)
+    except (argparse.ArgumentTypeError, ValueError) as e:
+        raise ConfigError(f"--task {task}: its defaults set {name} to {given!r}: {e}") from None
+    kind = tuple if isinstance(default, tuple) else float if isinstance(default, float) else type(default)
+    if not (isinstance(value, kind) or kind is float and isinstance(value, int)) or isinstance(value, bool) != isinstance(default, bool):
+        takes = {tuple: "a list", float: "a number", int: "a whole number", bool: "True or False"}.get(kind, "a name")
+        raise ConfigError(f"--task {task}: its defaults set {name} to {value!r}, but {flag(name)} takes {takes}")
+    return float(value) if kind is float else value
+
+
+def with_task_defaults(config: StudyConfig, defaults: dict, given: set[str], task: str = "") -> StudyConfig:
     """One task's config: the task's `defaults` (trainables/tasks.py) for the fields that neither
-    the command line (`given`), --smoke nor --preset set."""
+    the command line (`given`), --smoke nor --preset set. A default that is not a StudyConfig field
+    here (the metric's, until StudyConfig has them) is left out. ConfigError with one line that
+    names the task where a default is not a valid setting."""
     fixed = set(given) | (set(SMOKE) if config.smoke else set()) | (set(PRESET[config.preset]) if config.preset else set())
-    own = {k: tuple(v) if isinstance(v, list) else v for k, v in defaults.items() if k not in fixed}
+    own = {k: _task_default(k, v, task) for k, v in defaults.items() if k not in fixed and k in FIELDS}
     try:
         return replace(config, **own).validate()
     except ConfigError as e:
-        raise ConfigError(f"with its task's defaults {own}: {e}") from None
+        raise ConfigError(f"--task {task}: with its defaults {own}: {e}") from None
 
 
 def flag(name: str, default=None) -> str:
@@ -288,5 +337,41 @@ def config_from_args(args: argparse.Namespace, defaults: dict | None = None) -> 
 def data_settings(config: StudyConfig, batch_size: int | None) -> dict:
     """What trainables.checks.load_data needs of a task's config: its split, the metric its module
     must log, and `batch_size` (None: a live DataModule keeps its own)."""
-    return {"metric": getattr(config, "metric", "val_acc"), "batch_size": batch_size, "val_size": config.val_size,
-            "split_seed": config.split_seed, "normalize": config.normalize, "subset": config.subset}
+    return {**split_of(config), "metric": config.metric, "batch_size": batch_size}
+
+
+# A task whose module builds its own optimiser trains with it: its settings' optimizer and
+# lr_schedule are MODULE, and these flags cannot apply to it, nor the arms that need the study's
+# optimiser. A task whose data is a live LightningDataModule splits and batches its data itself.
+MODULE = "module"
+OPTIMISER_FLAGS = ("optimizer", "lr_schedule", "momentum")
+DATA_FLAGS = ("val_size", "split_seed", "normalize", "subset")
+STUDY_OPTIMISER_ARMS = ("cyclic", *LR_FREE)
+
+
+def fit_to_task(config: StudyConfig, task: str, facts: dict, given: set[str], batch_size_set: bool) -> StudyConfig:
+    """One task's config fitted to what the task is (`facts`: trainables.checks.load_data's): a module
+    with its own optimiser gets optimizer and lr_schedule MODULE and no arm that needs the study's
+    optimiser; a live DataModule keeps its own batch size unless one was set (`batch_size_set`: by
+    a flag or the task's defaults). A flag in `given` (the command line's) that cannot apply is
+    ConfigError with one line; a default that cannot apply does not apply."""
+    wrong = []
+    if facts["own_optimizer"]:
+        wrong += [flag(f, FIELDS[f].default) for f in OPTIMISER_FLAGS if f in given]
+        if "arms" in given:
+            wrong += [f"--arms {a}" for a in config.arms if a in STUDY_OPTIMISER_ARMS]
+        config = replace(config, optimizer=(MODULE,), lr_schedule=(MODULE,),
+                         arms=tuple(a for a in config.arms if a not in STUDY_OPTIMISER_ARMS))
+        why = f"its {facts['module']} builds its own optimiser (configure_optimizers)"
+    if facts["live"]:
+        data_wrong = [flag(f, FIELDS[f].default) for f in DATA_FLAGS if f in given]
+        wrong += data_wrong
+        if not batch_size_set:
+            config = replace(config, batch_size=None)  # its own
+        if data_wrong:
+            why = "its data is a LightningDataModule, which splits its own data"
+    if wrong:
+        raise ConfigError(f"--task {task}: {', '.join(wrong)} cannot apply: {why}")
+    if not config.arms:
+        raise ConfigError(f"--task {task}: no arm left to run: its {facts['module']} builds its own optimiser")
+    return config

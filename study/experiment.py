@@ -98,6 +98,7 @@ def load(exp_dir: Path) -> Experiment:
         log.setLevel(level)
 
     config, curves = study["config"], {}
+    settings = list(settings_of(config, study.get("settings")).values())
     measured = {t.trial_id: metric_settings(t.config if "metric" in t.config else config) for t in analysis.trials}
     rows = _with_objective(_result_rows(analysis.trials), measured)
     last = rows.groupby("trial_id", sort=False).tail(1).set_index("trial_id") if len(rows) else rows
@@ -113,9 +114,9 @@ def load(exp_dir: Path) -> Experiment:
             curves[trial.trial_id] = json.loads(curve_file.read_text())
         tid = trial.trial_id
         status = _status(trial.status, count.get(tid, 0), tid in diverged, trial.config["epochs"])
-        table.append({**_trial_row(trial, last.get(tid, {}), count.get(tid, 0), best.get(tid), status, curves.get(tid), config),
-                      **measured[tid]})
-    trials = _sort(pd.DataFrame(table, columns=None if table else TRIAL_COLUMNS), config)
+        table.append({**_trial_row(trial, last.get(tid, {}), count.get(tid, 0), best.get(tid), status, curves.get(tid), config,
+                                   settings), **measured[tid]})
+    trials = _sort(pd.DataFrame(table, columns=None if table else TRIAL_COLUMNS), config, settings)
     trials = trials[list(TRIAL_COLUMNS) + [c for c in trials if c not in TRIAL_COLUMNS]]
     logged = [c for c in rows if c not in EPOCH_COLUMNS and str(c).startswith(METRIC_PREFIXES)]
     epochs = rows.reindex(columns=[*EPOCH_COLUMNS, *logged]).reset_index(drop=True)
@@ -160,7 +161,8 @@ def _with_objective(rows: pd.DataFrame, measured: dict[str, dict]) -> pd.DataFra
     return rows.assign(objective=given.fillna(pd.Series(derived, index=rows.index, dtype=float)))
 
 
-def _trial_row(trial, last: dict, epochs: int, best_val_acc, status: str, curve: dict | None, study_config: dict) -> dict:
+def _trial_row(trial, last: dict, epochs: int, best_val_acc, status: str, curve: dict | None, study_config: dict,
+               settings: list[dict]) -> dict:
     """One trial's row: what it is (its config), how it ended, its last metrics (`last`, its last
     reported row) and its compute."""
     config = trial.config
@@ -184,7 +186,7 @@ def _trial_row(trial, last: dict, epochs: int, best_val_acc, status: str, curve:
         lines = [ln.strip() for ln in str(trial.get_error() or "").splitlines() if ln.strip()]
         error = next((ln for ln in reversed(lines) if not ln.startswith("Failure #")), "no error message")
     row = {
-        "trial_id": trial.trial_id, "setting": setting_label(config, study_config), "arm": arm,
+        "trial_id": trial.trial_id, "setting": setting_label(config, settings), "arm": arm,
         "arm_key": arm_key(arm, lr, rule, study_config["finder_rules"][0]),
         "optimizer": config["optimizer"], "finder_rule": rule if arm in RANGE_TEST_ARMS else None,
         "lr": lr, "seed": config["seed"], "status": status, "epochs": epochs,
@@ -231,20 +233,22 @@ def arm_key(arm: str, lr: float | None, rule: str | None, primary_rule: str) -> 
     return f"{arm}:{lr:g}" if arm == "manual" else arm
 
 
-def settings_of(config: dict) -> dict[str, dict]:
-    """The study's settings (`StudyConfig.settings`) by label, in order, from its config as a dict
-    (study.json's: a dimension an older study lacks has its default)."""
-    study = StudyConfig(**{d: tuple(config.get(d) or getattr(StudyConfig, d)) for d in DIMENSIONS})
-    return {setting_label(s, config): s for s in study.settings()}
+def settings_of(config: dict, settings: list[dict] | None = None) -> dict[str, dict]:
+    """The study's settings by label, in order: study.json's `settings` (each task's own
+    optimisers and schedules), else `StudyConfig.settings` of its config as a dict (a dimension an
+    older study lacks has its default). One setting per label: a task by its whole spec."""
+    if settings is None:
+        settings = StudyConfig(**{d: tuple(config.get(d) or getattr(StudyConfig, d)) for d in DIMENSIONS}).settings()
+    return {setting_label(s, settings): s for s in settings}
 
 
-def _sort(trials: pd.DataFrame, config: dict) -> pd.DataFrame:
+def _sort(trials: pd.DataFrame, config: dict, settings: list[dict]) -> pd.DataFrame:
     """The study's settings in order; finder, cyclic, manual; range-test arms by rule then seed,
     manual trials by LR then seed."""
     if trials.empty:
         return trials
     rank = {
-        "o": trials["setting"].map({label: i for i, label in enumerate(settings_of(config))}),
+        "o": trials["setting"].map({label: i for i, label in enumerate(settings_of(config, settings))}),
         "a": trials["arm"].map({a: i for i, a in enumerate(ARM_ORDER)}),
         "r": trials["finder_rule"].map({r: i for i, r in enumerate(config["finder_rules"])}).fillna(-1),
         "l": trials["lr"].where(trials["arm"] == "manual", 0.0),

@@ -129,7 +129,7 @@ def write_study_record(path: str, config: StudyConfig, plan: Plan, data: dict[st
               "cluster": {k: v for k, v in cluster.items() if k in ("CPU", "GPU", "memory")},
               "hardware": {"driver_cpu": cpu_model(), "torch_threads_per_trial": config.cpus_per_trial,
                            "gpu_types": sorted(k.split(":", 1)[1] for k in cluster if k.startswith("accelerator_type:"))},
-              "trials": plan.points}
+              "settings": plan.settings, "trials": plan.points}
     if config.search == "bayes":  # its manual trials are drawn as it runs: how many, from what, in which batches
         record["bayes"] = search.record(config, plan.searches, trial_slots(resources))
     storage.write_text(path, storage.STUDY_FILE, json.dumps(record, indent=2))
@@ -159,7 +159,8 @@ def build_tuner(config: StudyConfig, plan: Plan, data: dict[str, Dataset], resou
         tune_config=tune.TuneConfig(
             metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=plan.trials,
             search_alg=search_alg,
-            trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname,
+            trial_dirname_creator=functools.partial(trial_dirname, tasks=config.task),
+            trial_name_creator=functools.partial(trial_dirname, tasks=config.task),
             reuse_actors=True,  # a worker keeps torch and Lightning imported from one trial to the next
         ),
         run_config=_run_config(config, plan),
@@ -180,7 +181,7 @@ def _run_config(config: StudyConfig, plan: Plan) -> tune.RunConfig:
         # and tables (verbose=0, and RAY_AIR_NEW_OUTPUT=0 in TUNE_SETTINGS)
         callbacks=[CSVLoggerCallback(), ResultLog(),
                    Progress(storage.experiment_dir(config.results_dir, config.name), plan.trials, config.epochs,
-                            epochs_planned=plan.epochs)],
+                            epochs_planned=plan.epochs, tasks=config.task)],
         verbose=0,
     )
 

@@ -31,14 +31,15 @@ BAR_FORMAT = "{n_fmt}/{total_fmt} epochs |{bar}| {desc}"  # desc: Progress.statu
 REDRAW_S = 1.0  # the status line is redrawn at least this often (elapsed time moves), and at every result
 
 
-def _label(config: dict) -> str:
+def _label(config: dict, tasks: tuple[str, ...] = ()) -> str:
     """'finder (valley), sgd, seed 0', 'manual lr=0.01, fashion-mlp, adam, cosine, seed 1' or
-    'prodigy, sgd, seed 0' (a learning-rate-free arm, whose LR is adapted)."""
+    'prodigy, sgd, seed 0' (a learning-rate-free arm, whose LR is adapted); a task by its short name
+    among the study's `tasks`."""
     what = config.get("arm") if config.get("arm") in LR_FREE else \
         f"{config['arm']} lr={config['lr']:g}" if config.get("lr") is not None else \
         f"{config.get('arm')} ({config.get('finder_rule')})"
     # the optimiser, and the other dimensions where they are not the default (a task, a schedule)
-    dims = [dimension_value(d, config[d]) for d in DIMENSIONS if d in config and (d == "optimizer" or config[d] != getattr(StudyConfig, d)[0])]
+    dims = [dimension_value(d, config[d], tasks) for d in DIMENSIONS if d in config and (d == "optimizer" or config[d] != getattr(StudyConfig, d)[0])]
     return ", ".join([what, *dims, f"seed {config.get('seed')}"])
 
 
@@ -67,11 +68,14 @@ class Progress(tune.Callback):
     is not given); `experiment` (a local folder or a URI) gets trials.log. Trials that ended
     before a --resume count as done, with their epochs."""
 
+    tasks: tuple[str, ...] = ()  # a study's pickled before its tasks were named apart has none
+
     def __init__(self, experiment: str, total: int, epochs: int, print_line: Callable[[str], None] | None = None,
-                 terminal: TextIO | None = None, epochs_planned: int | None = None):
+                 terminal: TextIO | None = None, epochs_planned: int | None = None, tasks: tuple[str, ...] = ()):
         """`epochs`: a trial's, where its config does not say (tasks may differ); `epochs_planned`:
-        all trials' together (default: `total` x `epochs`)."""
+        all trials' together (default: `total` x `epochs`); `tasks`: the study's, to name them apart."""
         self.experiment, self.total, self.epochs, self.print_line = experiment, total, epochs, print_line
+        self.tasks = tuple(tasks)
         self.terminal, self.epochs_planned = terminal, epochs_planned if epochs_planned is not None else total * epochs
         self.done_before: int | None = None  # set at the first step of each process
 
@@ -80,7 +84,7 @@ class Progress(tune.Callback):
         only. What a run tracks (and the status line, a tqdm on an open stream) starts afresh at
         the first step of each process."""
         return {"experiment": self.experiment, "total": self.total, "epochs": self.epochs,
-                "epochs_planned": self.epochs_planned, "print_line": self.print_line, "terminal": None, "done_before": None}
+                "epochs_planned": self.epochs_planned, "tasks": self.tasks, "print_line": self.print_line, "terminal": None, "done_before": None}
 
     def _start(self, trials: list) -> None:
         self.done_before = sum(t.status in _DONE for t in trials)  # > 0 after a --resume
@@ -101,7 +105,8 @@ class Progress(tune.Callback):
             try:
                 entry = json.loads(line)
                 metric, mode = _measured(entry["config"])
-                self._track_best(entry["last_result"].get(metric), entry["status"], _label(entry["config"]), metric, mode)
+                self._track_best(entry["last_result"].get(metric), entry["status"], _label(entry["config"], self.tasks),
+                                 metric, mode)
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
 
@@ -187,7 +192,7 @@ class Progress(tune.Callback):
         self.running.pop(trial.trial_id, None)  # done: it counts in self.best; else never
         self.epochs_run[trial.trial_id] = _epochs_run(trial)
         result = trial.last_result or {}
-        label = _label(trial.config)
+        label = _label(trial.config, self.tasks)
         metric, mode = _measured(trial.config)
         acc = result.get(metric)
         if status is None:  # ASHA stops a trial early: pruned

@@ -30,7 +30,8 @@ from dataclasses import fields
 # Only what parsing and validating the flags needs: --help, --version and a bad flag answer at
 # once. Ray, torch (for the data's split), pandas and matplotlib (seconds to import) come in main(),
 # after; Lightning only in the trials' workers.
-from study.config import ConfigError, StudyConfig, build_parser, config_from_args, data_settings, flag, with_task_defaults
+from study.config import (ConfigError, StudyConfig, build_parser, config_from_args, data_settings, fit_to_task, flag,
+                          with_task_defaults)
 
 PROG = "study.run"
 # Flags that may differ when resuming; everything else comes from the stored study.json.
@@ -85,10 +86,12 @@ def _version() -> str:
         return f"{PROG} (not installed: pip install -e .)"
 
 
-def _prepare(config: StudyConfig, loaded: dict | None = None):
+def _prepare(config: StudyConfig, loaded: dict | None = None, task_configs: dict | None = None,
+             given: frozenset = frozenset()):
     """The driver's imports and every task's data, checked, timed; run in a thread while Ray
-    starts. DataError and TaskError are ConfigErrors. Ray Tune's imports, the data (tasks that share
-    their `data` share one copy) and one forward pass of each task's model, then the analysis's
+    starts. DataError and TaskError are ConfigErrors. Ray Tune's imports, the data (split as each
+    task's config says, `task_configs`: tasks that share their `data` and split share one copy) and
+    one forward pass of each task's model, then the analysis's
     (pandas, scipy, matplotlib); Lightning is the trials' alone (trainables/__init__.py), unless a
     user's task file imports it."""
     start = time.perf_counter()
@@ -99,12 +102,16 @@ def _prepare(config: StudyConfig, loaded: dict | None = None):
 
     if loaded is None:  # the tasks main() loaded, else (a caller of its own) every task of the config
         loaded = {spec: load(spec, config.data_dir, driver=True) for spec in config.task}
+    configs = {spec: (task_configs or {}).get(spec, config) for spec in loaded}
+    sized = {spec: "batch_size" in given or "batch_size" in task.defaults for spec, task in loaded.items()}
     try:
-        data = load_data(loaded, {spec: data_settings(config, config.batch_size) for spec in loaded})
+        data, facts = load_data(loaded, {spec: data_settings(configs[spec], configs[spec].batch_size if sized[spec] else None)
+                                         for spec in loaded})
     except (DataError, TaskError) as e:
         raise ConfigError(str(e)) from None
+    fitted = {spec: fit_to_task(configs[spec], spec, facts[spec], given, sized[spec]) for spec in loaded}
     from study import analysis, report  # noqa: F401 (for _report, which must read before Ray shuts down)
-    return data, time.perf_counter() - start
+    return data, {spec: c for spec, c in fitted.items() if c != config}, time.perf_counter() - start
 
 
 def _report(path: str, read: threading.Event):
@@ -144,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainables import tasks
 
         loaded = {spec: tasks.load(spec, config.data_dir, driver=True) for spec in config.task}
-        task_configs = {spec: with_task_defaults(config, task.defaults, given=set(vars(args)))
+        task_configs = {spec: with_task_defaults(config, task.defaults, given=set(vars(args)), task=spec)
                         for spec, task in loaded.items() if task.defaults}
+        tasks.names(config.task)  # two specs of one task are refused; two files of one stem are named apart
+        tasks.ship(config.task)  # a task's folder too large to ship is refused before Ray starts
     except ValueError as e:  # ConfigError, TaskError
         return _fail(str(e))
 
@@ -158,14 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(1) as pool:
         try:
             storage.prepare_experiment_dir(config, create=False)  # a taken --name: refuse before anything starts
-            prepared = pool.submit(_prepare, config, loaded)
+            prepared = pool.submit(_prepare, config, loaded, task_configs, frozenset(vars(args)))
             try:
                 cluster.connect(config)
             except ConfigError:
                 prepared.result()  # bad data files are the error to fix first: it raises them
                 raise
             seconds["ray_start_s"] = time.perf_counter() - started
-            data, seconds["prepare_s"] = prepared.result()
+            data, task_configs, seconds["prepare_s"] = prepared.result()  # each task's config, fitted to it
             seconds["startup_s"] = time.perf_counter() - started
             from study.orchestrate import run_study
             from study.progress import LOG_FILE as PROGRESS_LOG

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             loaded = {spec: tasks.load(spec, config.data_dir, driver=True) for spec in config.task}
-            data = load_data(loaded, {spec: data_settings(config, batch_size=None) for spec in config.task})
+            data, _ = load_data(loaded, {spec: data_settings(config, batch_size=None) for spec in config.task})
         except (DataError, tasks.TaskError) as e:
             raise ConfigError(str(e)) from None
     except ConfigError as e:

@@ -12,7 +12,7 @@ carries the study's `TRIAL_SETTINGS`, so a trial depends on its config alone
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from ray import tune
@@ -39,9 +39,9 @@ def trial_points(config: StudyConfig, task_configs: dict[str, StudyConfig] | Non
     learning-rate-free ones, then the manual LRs (for --search bayes, drawn as the study runs: see
     `bayes_searches`); "arm", "lr", "finder_rule", "seed", the setting's dimensions ("optimizer"),
     then `TRIAL_SETTINGS`, from the setting's task's config in `task_configs` where it has one
-    (`study.config.with_task_defaults`)."""
+    (`study.config.with_task_defaults`: its settings are its own optimisers and schedules too)."""
     points = []
-    for setting in config.settings():
+    for setting in config.settings(task_configs):
         task_config = (task_configs or {}).get(setting["task"], config)
         settings = {name: getattr(task_config, name) for name in TRIAL_SETTINGS}
         for seed in range(config.seed, config.seed + config.seeds):
@@ -64,20 +64,22 @@ def bayes_searches(config: StudyConfig, task_configs: dict[str, StudyConfig] | N
     if config.search != "bayes" or "manual" not in config.arms:
         return []
     lr = tune.loguniform(*config.lr_range)
-    configs = {setting["task"]: (task_configs or {}).get(setting["task"], config) for setting in config.settings()}
+    configs = {task: (task_configs or {}).get(task, config) for task in config.task}
     return [{"arm": "manual", "lr": lr, "finder_rule": None, "seed": seed, **setting,
              **{name: getattr(configs[setting["task"]], name) for name in TRIAL_SETTINGS}}
-            for setting in config.settings() for seed in range(config.seed, config.seed + config.seeds)]
+            for setting in config.settings(task_configs) for seed in range(config.seed, config.seed + config.seeds)]
 
 
 @dataclass(frozen=True)
 class Plan:
     """The study's trials, worked out once from its config and handed to everything that runs it:
-    `points` (`trial_points`), `searches` (`bayes_searches`) and how many LRs each search draws."""
+    `points` (`trial_points`), `searches` (`bayes_searches`), how many LRs each search draws, and
+    the settings they belong to (`StudyConfig.settings`, each task's own: study.json keeps them)."""
 
     points: list[dict]
     searches: list[dict]
     samples_per_search: int
+    settings: list[dict] = field(default_factory=list)
 
     @property
     def trials(self) -> int:
@@ -96,7 +98,8 @@ class Plan:
 
 def plan(config: StudyConfig, task_configs: dict[str, StudyConfig] | None = None) -> Plan:
     """`task_configs`: each task's config where its defaults change the study's (run.py)."""
-    return Plan(trial_points(config, task_configs), bayes_searches(config, task_configs), config.num_samples)
+    return Plan(trial_points(config, task_configs), bayes_searches(config, task_configs), config.num_samples,
+                config.settings(task_configs))
 
 
 def param_space(points: list[dict]) -> dict:
@@ -111,10 +114,11 @@ def param_space(points: list[dict]) -> dict:
     return space
 
 
-def trial_dirname(trial) -> str:
+def trial_dirname(trial, tasks: tuple[str, ...] = ()) -> str:
     """Trial folders (and so TensorBoard runs) named by what they are: "manual_lr=0.01_sgd_s0_<id>",
-    "finder-valley_sgd_s0_<id>", "prodigy_sgd_s0_<id>" (a learning-rate-free arm: its LR is adapted)."""
+    "finder-valley_sgd_s0_<id>", "prodigy_sgd_s0_<id>" (a learning-rate-free arm: its LR is adapted);
+    a task by its short name among the study's `tasks` (bind them: `functools.partial`)."""
     c = trial.config
     label = c["arm"] if c["arm"] in LR_FREE else \
         f"{c['arm']}_lr={c['lr']:.3g}" if c["lr"] is not None else f"{c['arm']}-{c['finder_rule']}"
-    return "_".join([label, *(dimension_value(d, c[d]) for d in DIMENSIONS), f"s{c['seed']}", trial.trial_id])
+    return "_".join([label, *(dimension_value(d, c[d], tasks) for d in DIMENSIONS), f"s{c['seed']}", trial.trial_id])

@@ -245,24 +245,37 @@ def test_smoke_study_spreads_over_two_nodes(local_cluster, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_users_task_file_is_shipped_to_a_node_that_cannot_see_it(local_cluster, tmp_path):
-    """The user's task file lives in a folder outside the repository that the worker node does not
-    see (its own mount namespace, the folder under an empty tmpfs); the head takes no trial. Every
-    trial runs there all the same: Ray ships the file with the job (runtime_env's py_modules)."""
+def test_a_users_task_folders_are_shipped_to_a_node_that_cannot_see_them(local_cluster, tmp_path):
+    """Two task files of one stem, mine/a/task.py (examples/my_task.py) and mine/b/task.py (its model
+    in a sibling module, `from nets import model`), live in a folder outside the repository that the
+    worker node does not see (its own mount namespace, the folder under an empty tmpfs); the head
+    takes no trial. Every trial runs there all the same: Ray ships each task's folder with the job
+    (runtime_env's py_modules), and each trial trains its own task, two settings."""
     require("unshare", root=True)
     mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "my_task.py").write_text((REPO / "examples" / "my_task.py").read_text())
+    (mine / "a").mkdir(parents=True)
+    (mine / "a" / "task.py").write_text((REPO / "examples" / "my_task.py").read_text())
+    (mine / "b").mkdir()
+    (mine / "b" / "nets.py").write_text("from torch import nn\n\ndef model():\n    return nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 3))\n")
+    (mine / "b" / "task.py").write_text((REPO / "examples" / "my_task.py").read_text().replace("from torch import nn\n", "from torch import nn\nfrom nets import model as sibling\n")
+                                        .replace("TASK = SimpleNamespace(model=model,", "TASK = SimpleNamespace(model=sibling,"))
+    a, b = f"{mine / 'a' / 'task.py'}:TASK", f"{mine / 'b' / 'task.py'}:TASK"
     local_cluster.add_node(cpus=0)
     local_cluster.add_node(hide=mine)
-    proc = run([sys.executable, "-m", "study.run", "--task", f"{mine / 'my_task.py'}:TASK", "--smoke", "--arms", "finder,manual",
-                "--finder-rules", "valley", "--lrs", "0.01,0.1", "--address", local_cluster.address,
+    proc = run([sys.executable, "-m", "study.run", "--task", f"{a},{b}", "--smoke", "--arms", "finder,manual",
+                "--finder-rules", "valley", "--lrs", "0.1", "--address", local_cluster.address,
                 "--results-dir", str(tmp_path / "results"), "--name", "shipped"], local_cluster.env, timeout=900, cwd=REPO)
     assert proc.returncode == 0, tail(proc)
     trials = trial_rows(tmp_path / "results" / "shipped")
-    assert len(trials) == 3 and all(rows and rows[-1]["task"] == f"{mine / 'my_task.py'}:TASK" for rows in trials.values())
+    assert sorted((folder.split("_s0_")[0], rows[-1]["task"]) for folder, rows in trials.items()) == [
+        ("finder-valley_a.task.TASK_sgd_constant", a), ("finder-valley_b.task.TASK_sgd_constant", b),
+        ("manual_lr=0.1_a.task.TASK_sgd_constant", a), ("manual_lr=0.1_b.task.TASK_sgd_constant", b)], sorted(trials)
     assert all(len(rows) == 2 for rows in trials.values()), {k: len(v) for k, v in trials.items()}  # --smoke's epochs
     assert len({row["node_id"] for rows in trials.values() for row in rows}) == 1  # the worker: the head has no CPU
+    work = {rows[-1]["task"]: rows[-1]["flops_per_train_step"] for rows in trials.values()}
+    assert work[a] != work[b], work  # each trains its own model (b's: its sibling's, a quarter of a's width)
+    summary = json.loads((tmp_path / "results" / "shipped" / "summary.json").read_text())
+    assert list(summary["settings"]) == ["a.task.TASK/sgd", "b.task.TASK/sgd"]
 
 
 # -- `ray up` with the local provider -------------------------------------------------------------

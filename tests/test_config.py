@@ -126,9 +126,8 @@ def test_lr_schedules_are_a_dimension_of_every_trial_its_folder_and_its_label():
         config, trial_id = points[7], "abc"  # sgd, onecycle, seed 1: cyclic, manual
 
     assert trial_dirname(Trial) == "manual_lr=0.1_fashion-lenet_sgd_onecycle_s1_abc"
-    config = c.to_dict()
-    assert [setting_label(s, config) for s in c.settings()[:3]] == ["sgd/constant", "sgd/onecycle", "sgd/cosine"]
-    assert setting_label({"optimizer": "adam", "lr_schedule": "cosine"}, parse("--lr-schedule", "cosine").to_dict()) == "adam"
+    assert [setting_label(s, c.settings()) for s in c.settings()[:3]] == ["sgd/constant", "sgd/onecycle", "sgd/cosine"]
+    assert setting_label({"optimizer": "adam", "lr_schedule": "cosine"}, parse("--lr-schedule", "cosine").settings()) == "adam"
 
 
 def test_tasks_are_a_dimension_of_every_trial_its_folder_and_its_label():
@@ -145,9 +144,9 @@ def test_tasks_are_a_dimension_of_every_trial_its_folder_and_its_label():
         config, trial_id = points[5], "abc"
 
     assert trial_dirname(Trial) == "manual_lr=0.1_fashion-resnet_sgd_constant_s0_abc"
-    assert [setting_label(s, c.to_dict()) for s in c.settings()] == [
+    assert [setting_label(s, c.settings()) for s in c.settings()] == [
         "fashion-mlp/sgd", "fashion-mlp/adam", "fashion-resnet/sgd", "fashion-resnet/adam"]
-    assert setting_label(c.settings()[0], parse("--task", "fashion-mlp").to_dict()) == "sgd"  # one task: not named
+    assert setting_label(c.settings()[0], parse("--task", "fashion-mlp").settings()) == "sgd"  # one task: not named
     from study.progress import _label
     assert _label(points[5]) == "manual lr=0.1, fashion-resnet, sgd, seed 0"
     assert _label({**points[5], "task": "fashion-lenet"}) == "manual lr=0.1, sgd, seed 0"  # the default is not named
@@ -409,7 +408,7 @@ def test_the_driver_prepares_a_study_without_lightning():
     from tests.conftest import real_data_dir
 
     probe = ("import sys; from study.config import StudyConfig; from study.run import _prepare; "
-             "data, _ = _prepare(StudyConfig(subset=640, task=('fashion-lenet', 'fashion-mlp', 'fashion-resnet'), "
+             "data, _, _ = _prepare(StudyConfig(subset=640, task=('fashion-lenet', 'fashion-mlp', 'fashion-resnet'), "
              f"data_dir={str(real_data_dir())!r})); print([len(d.train_y) for d in data.values()], len(set(map(id, data.values())))); "
              "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'torchmetrics', 'torchvision') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -430,3 +429,26 @@ def test_resume_with_a_differing_flag_is_refused_before_torch_ray_or_lightning(t
                                                     "--name", "s", "--epochs", "3")
     assert returncode == 2 and err.count("\n") == 0 and "--epochs 3 differs" in err, err
     assert not imported & {"torch", "pytorch_lightning", "ray"}, sorted(imported & HEAVY)
+
+
+def test_a_tasks_defaults_may_set_its_own_optimisers_and_schedules_and_each_setting_keeps_a_label_of_its_own():
+    """The dimensions stay the keys of one setting: per task, the product of its own config's values."""
+    from study.config import with_task_defaults
+
+    c = parse("--task", "fashion-lenet,fashion-mlp", "--arms", "manual", "--lrs", "0.1")
+    mlp = with_task_defaults(c, {"optimizer": "adam", "lr_schedule": ["constant", "cosine"], "val_size": 1000}, given=set(),
+                             task="fashion-mlp")
+    assert (mlp.optimizer, mlp.lr_schedule, mlp.val_size) == (("adam",), ("constant", "cosine"), 1000)
+    assert with_task_defaults(c, {"optimizer": "adam"}, given={"optimizer"}).optimizer == ("sgd",)  # the flag wins
+    settings = c.settings({"fashion-mlp": mlp})
+    assert [tuple(s.values()) for s in settings] == [("fashion-lenet", "sgd", "constant"), ("fashion-mlp", "adam", "constant"),
+                                                     ("fashion-mlp", "adam", "cosine")]
+    assert [setting_label(s, settings) for s in settings] == ["fashion-lenet/sgd/constant", "fashion-mlp/adam/constant",
+                                                              "fashion-mlp/adam/cosine"]
+    one = parse("--arms", "manual", "--lrs", "0.1")  # one task, two schedules of its own: still two labels
+    own = one.settings({"fashion-lenet": replace(one, lr_schedule=("constant", "cosine"))})
+    assert [setting_label(s, own) for s in own] == ["sgd/constant", "sgd/cosine"]
+    assert [(p["optimizer"], p["lr_schedule"]) for p in trial_points(c, {"fashion-mlp": mlp})] == \
+        [("sgd", "constant"), ("adam", "constant"), ("adam", "cosine")]
+    with pytest.raises(ConfigError, match=r"^--task t.py:T: its defaults set lr_schedule to \('warm',\): unknown 'warm'; choose from"):
+        with_task_defaults(c, {"lr_schedule": ("warm",)}, given=set(), task="t.py:T")

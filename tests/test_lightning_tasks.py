@@ -71,8 +71,9 @@ def trials(tmp_path_factory) -> dict:
     out = {}
     for name, (metric, _, _) in TASKS.items():
         loaded = {spec(name): tasks.load(spec(name), driver=True)}
-        [data] = load_data(loaded, {spec(name): {"metric": metric, "batch_size": None, "val_size": 100, "split_seed": 0,
-                                                 "normalize": True, "subset": None}}).values()
+        data, _ = load_data(loaded, {spec(name): {"metric": metric, "batch_size": None, "val_size": 100, "split_seed": 0,
+                                                  "normalize": True, "subset": None}})
+        data = data[spec(name)]
         for arm in ("finder", "manual", "manual again") if name == "augmented" else ("finder", "manual"):
             config = trial_config(name, arm.split()[0], live=data is None)
             trial_dir = tmp_path_factory.mktemp(f"{name}-{arm.replace(' ', '-')}")
@@ -215,7 +216,7 @@ def test_a_datamodule_class_or_factory_and_a_module_class_or_factory_are_tasks(t
     for i, form in enumerate(("model=Net, data=Data", "model=lambda: Net(lr=0.2), data=lambda: Data()",
                               "model=Net, data=Data()", "model=Net, data=arrays")):
         task = lm_task(tmp_path, f"form{i}", task=form)
-        got = load_data({task: tasks.load(task, driver=True)},
+        got, _ = load_data({task: tasks.load(task, driver=True)},
                         {task: {"metric": "val_loss", "batch_size": None, "val_size": 5, "split_seed": 0,
                                 "normalize": True, "subset": None}})
         assert (got[task] is None) == ("arrays" not in form), form  # a DataModule is live; arrays are read

@@ -15,12 +15,12 @@ import pytest
 import torch
 from ray import tune
 
-from study.config import ConfigError, StudyConfig, with_task_defaults
+from study.config import ConfigError, StudyConfig, split_of, with_task_defaults
 from study.run import _prepare, main
 from study.space import plan, trial_dirname
 from tests.conftest import REPO, make_idx_dir, real_data_dir, run_module
 from trainables import tasks
-from trainables.checks import check_model
+from trainables.checks import check_model, load_data
 from trainables.data import DataError, from_task
 from trainables.trainable import run_trial
 
@@ -82,13 +82,41 @@ def write_task(folder: Path, name: str = "blocks_task", classes: int = 4, extra:
 @pytest.fixture
 def fresh_tasks():
     """Each test loads its task files afresh (tasks are loaded once per process)."""
-    before = set(sys.modules)
+    before, path = set(sys.modules), list(sys.path)
     tasks._loaded.clear()
     yield
     tasks._loaded.clear()
     for name in set(sys.modules) - before:
-        if name.endswith("_task") or name.startswith("usertasks"):
+        if name.endswith("_task") or name.startswith(("usertasks", "lrstudy_task_")) or name in SIBLINGS:
             del sys.modules[name]
+    sys.path[:] = path
+
+
+# A task file that imports its model from a sibling module (`from {sibling} import model`), as a
+# user splits a task into files; its data has `classes` classes, its model as many outputs.
+SIBLING_TASK = """
+import numpy as np
+from types import SimpleNamespace
+from {sibling} import model
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 3)).astype(np.float32)
+    y = np.digitize(x[:, 0], np.linspace(-1, 1, {classes} - 1)).astype(np.int64)
+    return x[:80], y[:80], x[80:], y[80:]
+
+TASK = SimpleNamespace(model=model, data=data, defaults={defaults})
+"""
+SIBLING = "from torch import nn\n\ndef model():\n    return nn.Linear(3, {classes})\n"
+SIBLINGS = ("nets", "layers")
+
+
+def sibling_task(folder: Path, sibling: str = "nets", classes: int = 2, defaults: str = "{}") -> str:
+    """folder/task.py importing folder/{sibling}.py; its spec."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{sibling}.py").write_text(SIBLING.format(classes=classes))
+    (folder / "task.py").write_text(SIBLING_TASK.format(sibling=sibling, classes=classes, defaults=defaults))
+    return f"{folder / 'task.py'}:TASK"
 
 
 # The built-in tasks' sizes, as docs/TRIALS.md states them
@@ -133,7 +161,7 @@ def arrays_task(train_x="np.zeros((40, 3), np.float32)", train_y="np.zeros(40, n
     ("from types import SimpleNamespace\nTASK = SimpleNamespace(model=lambda: None)\n", r"TASK has no data \(a task needs model and data\)$"),
     ("TASK = object()\n", r"TASK has no model or data"),
     ("from types import SimpleNamespace\nTASK = SimpleNamespace(model=1, data=list)\n", r"TASK.model must be a class or a function"),
-    (arrays_task(more=", defaults={'val_size': 3}"), r"TASK.defaults may set only .*; not val_size$"),
+    (arrays_task(more=", defaults={'data_dir': 'x'}"), r"TASK.defaults may set only .*; not data_dir$"),
 ])
 def test_a_task_that_breaks_the_contract_is_one_line_and_exit_2_before_ray(tmp_path, capsys, fresh_tasks, source, message):
     assert main(["--task", bad(tmp_path, source), "--results-dir", str(tmp_path / "r")]) == 2
@@ -212,9 +240,9 @@ def test_a_task_may_be_a_module_a_function_or_a_class_in_a_package(tmp_path, fre
         assert len(data.train_y) == 16 and check_model(spec, data) == 2, spec
     assert tasks.name("usertasks.function:make") == "usertasks.function.make"
     assert tasks.name(f"{tmp_path}/sub/my_task.py:TASK") == "my_task.TASK"
-    # Ray ships the user's own package and task files, not what is installed
+    # Ray ships the user's own package and task files' folders, not what is installed
     assert tasks.ship(("fashion-lenet", "usertasks.function:make", f"{tmp_path}/x.py:T", "numpy.random:x")) == \
-        [str(package.resolve()), str((tmp_path / "x.py").resolve())]
+        [str(package.resolve()), str(tmp_path)]
 
 
 def test_a_tasks_defaults_fill_only_what_the_command_line_leaves_unset():
@@ -227,8 +255,106 @@ def test_a_tasks_defaults_fill_only_what_the_command_line_leaves_unset():
     the_plan = plan(config, {"fashion-resnet": resnet})
     assert [(p["task"], p["epochs"]) for p in the_plan.points] == [("fashion-lenet", 10), ("fashion-resnet", 5)]
     assert the_plan.epochs == 15 and the_plan.max_epochs == 10
-    with pytest.raises(ConfigError, match=r"^with its task's defaults \{'epochs': 0\}: --epochs must be at least 1"):
-        with_task_defaults(config, {"epochs": 0}, given=set())
+    with pytest.raises(ConfigError, match=r"^--task t.py:T: with its defaults \{'epochs': 0\}: --epochs must be at least 1"):
+        with_task_defaults(config, {"epochs": 0}, given=set(), task="t.py:T")
+
+
+# -- identity and shipping: a task is its whole spec, its folder goes with it --------------------------
+
+def test_two_task_files_of_one_stem_are_two_tasks_named_apart_and_imported_apart(tmp_path, fresh_tasks):
+    """a/task.py:TASK and b/task.py:TASK: two names, two modules (each with its own sibling import,
+    its folder not on PYTHONPATH), two settings, each split and trained as its own config says."""
+    a = sibling_task(tmp_path / "a", "nets", classes=2)
+    b = sibling_task(tmp_path / "b", "layers", classes=3, defaults="{'optimizer': 'adam', 'lr_schedule': ['cosine'], 'val_size': 10}")
+    assert tasks.names((a, b, "fashion-lenet")) == {a: "a.task.TASK", b: "b.task.TASK", "fashion-lenet": "fashion-lenet"}
+    assert tasks.name(a) == "task.TASK"  # alone, its stem is enough
+    assert tasks.names((f"{tmp_path}/x/a/t.py:T", f"{tmp_path}/y/a/t.py:T", f"{tmp_path}/y/b/t.py:T")) == {
+        f"{tmp_path}/x/a/t.py:T": "x.a.t.T", f"{tmp_path}/y/a/t.py:T": "y.a.t.T", f"{tmp_path}/y/b/t.py:T": "b.t.T"}
+    with pytest.raises(tasks.TaskError, match=r"^--task .*/a/task.py:TASK and .*/a/./task.py:TASK are one task: name it once$"):
+        tasks.names((a, a.replace("/a/", "/a/./")))
+    loaded = {spec: tasks.load(spec, driver=True) for spec in (a, b)}
+    assert [tasks.build_model(spec).out_features for spec in (a, b)] == [2, 3]
+    assert len({tasks.module_name(spec.rpartition(":")[0]) for spec in (a, b)} & set(sys.modules)) == 2
+
+    config = StudyConfig(task=(a, b), arms=("manual",), lrs=(0.1,), val_size=20)
+    task_configs = {spec: with_task_defaults(config, t.defaults, given={"arms", "lrs"}, task=spec) for spec, t in loaded.items()}
+    assert config.settings(task_configs) == [{"task": a, "optimizer": "sgd", "lr_schedule": "constant"},
+                                             {"task": b, "optimizer": "adam", "lr_schedule": "cosine"}]
+    the_plan = plan(config, task_configs)
+    assert [(p["task"], p["optimizer"], p["lr_schedule"], p["val_size"]) for p in the_plan.points] == \
+        [(a, "sgd", "constant", 20), (b, "adam", "cosine", 10)]
+    from study.experiment import settings_of
+
+    assert list(settings_of(config.to_dict(), the_plan.settings)) == ["a.task.TASK/sgd/constant", "b.task.TASK/adam/cosine"]
+
+    class Trial:
+        config, trial_id = the_plan.points[1], "abc"
+
+    assert trial_dirname(Trial, tasks=(a, b)) == "manual_lr=0.1_b.task.TASK_adam_cosine_s0_abc"
+    data, _, _ = _prepare(config, loaded, task_configs)  # each task's data split by its own val_size
+    assert [data[spec].sizes() for spec in (a, b)] == [{"train": 60, "val": 20, "test": 20}, {"train": 70, "val": 10, "test": 20}]
+    shared, _ = load_data({a: loaded[a], b: replace(loaded[b], data=loaded[a].data)},  # one data, two splits
+                          {spec: data_settings(task_configs[spec], None) for spec in (a, b)})
+    assert [shared[spec].sizes()["val"] for spec in (a, b)] == [20, 10]
+
+
+def test_a_task_that_imports_a_sibling_another_task_folder_already_named_is_refused(tmp_path, capsys, fresh_tasks):
+    """Two folders with a nets.py each: Python imports one module `nets` per process, so the second
+    task would silently train the first one's model. One line, exit 2."""
+    a, c = sibling_task(tmp_path / "a", "nets"), sibling_task(tmp_path / "c", "nets", classes=3)
+    assert main(["--task", f"{a},{c}", "--results-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"study.run: error: --task {c}: {tmp_path}/c/task.py does not import (ImportError: its sibling module nets "
+                   f"is already imported from {tmp_path}/a/nets.py: give one of the two a name of its own)\n"), err
+
+
+def test_a_task_folder_too_large_to_ship_is_refused_and_what_never_ships_is_not_counted(tmp_path, capsys, fresh_tasks, monkeypatch):
+    spec = sibling_task(tmp_path / "home", "nets")
+    (tmp_path / "home" / ".venv").mkdir()
+    (tmp_path / "home" / ".venv" / "big.bin").write_bytes(b"0" * 4000)  # never shipped (SHIP_EXCLUDES)
+    (tmp_path / "home" / "results").mkdir()
+    (tmp_path / "home" / "results" / "big.bin").write_bytes(b"0" * 4000)
+    monkeypatch.setattr(tasks, "MAX_SHIP_BYTES", 2000)
+    assert tasks.ship((spec,)) == [str(tmp_path / "home")]
+    (tmp_path / "home" / "photos").mkdir()
+    (tmp_path / "home" / "photos" / "big.jpg").write_bytes(b"0" * 4000)
+    assert main(["--task", spec, "--results-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"study.run: error: --task {spec}: its folder {tmp_path}/home holds more than 0 MiB to ship to every node "
+                   "(MAX_SHIP_BYTES in trainables/tasks.py): put the task's files in a folder of their own\n"), err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("defaults, message", [
+    ("{'optimizer': 'rmsprop'}", r"its defaults set optimizer to 'rmsprop': unknown 'rmsprop'; choose from sgd, adam$"),
+    ("{'epochs': 2.5}", r"its defaults set epochs to 2.5, but --epochs takes a whole number$"),
+    ("{'val_size': 100}", r"--val-size 100 must be between 1 and 79 \(the training examples less one\)$"),  # found while Ray starts
+])
+def test_a_default_that_cannot_be_set_is_one_line_and_exit_2(tmp_path, defaults, message):
+    spec = sibling_task(tmp_path / "t", "nets", defaults=defaults)
+    proc = run_module("study.run", "--task", spec, "--results-dir", str(tmp_path / "r"), timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.startswith(f"study.run: error: --task {spec}: ") and re.search(message, proc.stderr.strip()), proc.stderr
+    assert not list((tmp_path / "r").glob("*/*/params.json"))
+
+
+@pytest.mark.slow
+def test_two_task_files_of_one_stem_with_sibling_imports_run_a_real_study_as_two_settings(tmp_path):
+    """As a user runs them, from their folders (not on PYTHONPATH): the driver and Ray's workers
+    import each file and its sibling; the report has two settings, each with its own trials."""
+    a = sibling_task(tmp_path / "a", "nets", classes=2)
+    b = sibling_task(tmp_path / "b", "layers", classes=3, defaults="{'optimizer': 'adam', 'val_size': 10}")
+    proc = run_module("study.run", "--task", f"{a},{b}", "--arms", "manual", "--lrs", "0.1", "--epochs", "1", "--val-size", "20",
+                      "--batch-size", "10", "--results-dir", str(tmp_path / "r"), "--name", "two", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import json
+
+    summary = json.loads((tmp_path / "r" / "two" / "summary.json").read_text())
+    assert list(summary["settings"]) == ["a.task.TASK/sgd", "b.task.TASK/adam"], list(summary["settings"])
+    assert [(s["task"], s["n_trials"]) for s in summary["settings"].values()] == [(a, 1), (b, 1)]
+    assert sorted((t["task"], t["status"], t["val_size"]) for t in summary["trials"]) == [(a, "finished", 20), (b, "finished", 20)]
+    folders = sorted(p.parent.name for p in (tmp_path / "r" / "two").glob("*/params.json"))
+    assert [f.split("_s0_")[0] for f in folders] == ["manual_lr=0.1_a.task.TASK_sgd_constant", "manual_lr=0.1_b.task.TASK_adam_constant"]
 
 
 # -- the premise, for every task ---------------------------------------------------------------------

@@ -43,11 +43,12 @@ def check_model(spec: str, dataset) -> int:
     return shape[1]
 
 
-def check_module(spec: str, data, metric: str, batch_size: int | None) -> list[str]:
+def check_module(spec: str, data, metric: str, batch_size: int | None) -> dict:
     """A LightningModule task (or the short form on a live DataModule) on `data` (a Dataset or a
     live DataModule): TaskError with one line unless the module has an LR, the DataModule yields
     batches (and takes `batch_size`, unless None) and one validation batch logs `metric`. Returns
-    the names the validation batch logged."""
+    what the study must know of the module: "module" (its class's name), "own_optimizer" (it has
+    its own configure_optimizers), "logged" (the names one validation batch logged)."""
     import torch
 
     from trainables import framework
@@ -89,32 +90,40 @@ def check_module(spec: str, data, metric: str, batch_size: int | None) -> list[s
     if metric not in logged:
         raise TaskError(f"--task {spec}: its {name} never logs {metric} in validation (one batch logged: "
                         f"{', '.join(logged) or 'nothing'}); log it with self.log, or name another with --metric")
-    return logged
+    return {"module": name, "own_optimizer": framework.owns_optimizer(module), "logged": logged}
 
 
-def load_data(loaded: dict[str, Task], settings: dict[str, dict]) -> dict:
+def load_data(loaded: dict[str, Task], settings: dict[str, dict]) -> tuple[dict, dict]:
     """Each task's data (`loaded`: Task by --task spec), read, checked and split once per distinct
     `data` and split (the built-in tasks share Fashion-MNIST's), then its model checked on it.
     `settings[spec]`: that task's "metric" and "batch_size" (None: a DataModule's own), and
     trainables/data.py's `from_task` split settings (val_size, split_seed, normalize, subset).
-    Returns, by spec, the Dataset its trials share through the object store, or None for a live
-    DataModule, which each trial makes itself. DataError or TaskError with one line."""
-    from trainables.data import Dataset, from_task
+    Returns, by spec, the Dataset its trials share through the object store (None for a live
+    DataModule, which each trial makes itself), and what the study must know of the task: "live"
+    (its data is a live DataModule), "own_optimizer" (its module builds its own optimiser),
+    "module" (its module's class name). DataError or TaskError with one line, naming the task."""
+    from trainables.data import Dataset, DataError, from_task
 
-    data, by_source = {}, {}
+    data, facts, by_source = {}, {}, {}
     for spec, task in loaded.items():
         own = dict(settings[spec])
         metric, batch_size = own.pop("metric"), own.pop("batch_size")
         short = is_short_form(spec)
         key = (task.data, tuple(sorted(own.items())), short)
         if key not in by_source:
-            by_source[key] = from_task(task, spec, classification=short, **own)
+            try:
+                by_source[key] = from_task(task, spec, classification=short, **own)
+            except DataError as e:
+                raise DataError(str(e) if str(e).startswith("--task ") else f"--task {spec}: {e}") from None
         got = by_source[key]
-        if short and isinstance(got, Dataset):
+        live = not isinstance(got, Dataset)
+        if short and not live:
             check_model(spec, got)
             if metric not in SHORT_FORM_METRICS:
                 raise TaskError(f"--task {spec}: --metric {metric}: the short form logs {', '.join(SHORT_FORM_METRICS)}")
+            fact = {"module": "LitClassifier", "own_optimizer": False}
         else:
-            check_module(spec, got, metric, batch_size)
-        data[spec] = got if isinstance(got, Dataset) else None
-    return data
+            fact = check_module(spec, got, metric, batch_size)
+        data[spec] = None if live else got
+        facts[spec] = {"live": live, "own_optimizer": fact["own_optimizer"], "module": fact["module"]}
+    return data, facts

@@ -164,7 +164,7 @@ def split(arrays, val_size: int = 5_000, split_seed: int = 0, normalize: bool = 
     mean and std. Inputs become float32, labels int64."""
     train_x, train_y, test_x, test_y = arrays
     if not 0 < val_size < len(train_x):
-        raise DataError(f"validation size {val_size} must be between 1 and {len(train_x) - 1}")
+        raise DataError(f"--val-size {val_size} must be between 1 and {len(train_x) - 1} (the training examples less one)")
 
     import torch  # torch's permutation: the split every earlier result was trained on
 

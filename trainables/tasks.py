@@ -20,26 +20,44 @@ arguments that returns one, with these attributes:
   the ones the command line does not set (`TASK_DEFAULTS` lists which may be).
 
 `--task` names a built-in task (`BUILTIN`, written to the same contract), `path/to/file.py:NAME`
-or `package.module:NAME`. A trial's config carries the spec; `load` turns it into the task in the
-driver and in every worker. A file is imported under its stem's name: on a cluster Ray ships it to
-every node (`ship`, for the runtime_env's py_modules), where it is imported by that name. torch is
-imported only inside the models' functions: the driver's CLI reads `BUILTIN` without paying for it.
+(made absolute: `canonical`) or `package.module:NAME`. The spec is the task's identity: a trial's
+config carries it, `load` turns it into the task in the driver and in every worker, and `names`
+gives each task of a study a short name that tells it from the others. A file is imported under a
+name of its own path (`module_name`), its folder on `sys.path` after everything else, so that it may
+import its sibling modules (`from nets import MLP`). Ray ships the file's folder (or a package of
+the user's) to every node with the job (`ship`: runtime_env's py_modules), where a worker that
+cannot see the folder imports the copy. torch is imported only inside the models' functions: the
+driver's CLI reads `BUILTIN` without paying for it.
 Parameters and FLOPs per image of the built-in models: docs/TRIALS.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import json
+import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 NUM_CLASSES = 10  # Fashion-MNIST's
-# The study settings a task's `defaults` may set: how its trials train and search, not its data's split.
+# The study settings a task's `defaults` may set: how its trials train and search, its validation
+# split, its optimisers and LR schedules (the settings it runs: study/config.py's `settings`), and
+# what its trials are compared on (the metric's fields, once StudyConfig has them).
 TASK_DEFAULTS = ("epochs", "batch_size", "momentum", "lrs", "lr_range", "num_samples", "finder_min_lr",
-                 "finder_max_lr", "finder_num_training", "metric", "mode", "target")
+                 "finder_max_lr", "finder_num_training", "val_size", "optimizer", "lr_schedule",
+                 "metric", "mode", "target")
+# Shipping a task's folder to every node (`ship`): what is never shipped (Ray's runtime_env
+# `excludes`, gitignore-style), and the most it may hold besides (Ray refuses packages over 100 MiB
+# on some clusters; a task file in a home folder would ship all of it).
+SHIP_EXCLUDES = (".git", ".venv", "venv", "__pycache__", "*.pyc", ".ipynb_checkpoints", ".pytest_cache",
+                 "node_modules", "*.egg-info", "/results", "/lightning_logs")
+MAX_SHIP_BYTES = 100 * 2**20
+SHIPPED_ENV = "LRSTUDY_SHIPPED"  # a worker's environment: the shipped folders, in py_modules' order
 
 
 class TaskError(ValueError):
@@ -125,30 +143,109 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return where, name
 
 
-def name(spec: str) -> str:
-    """A task's short name for folders, tables and figures: the built-in's, or 'file.NAME' /
-    'package.module.NAME' (a file's stem, without its folders; no ':', which Ray Tune's folder
-    names replace)."""
+def canonical(spec: str) -> str:
+    """The spec as the study keeps it: a task file's path made absolute (the trials run elsewhere),
+    a built-in or package spec unchanged. `a/task.py:TASK` and `./a/task.py:TASK` are one task."""
     if is_builtin(spec):
         return spec
     where, attr = parse_spec(spec)
-    return f"{Path(where).stem if where.endswith('.py') else where}.{attr}"
+    return f"{os.path.abspath(os.path.expanduser(where))}:{attr}" if where.endswith(".py") else spec
+
+
+def names(specs) -> dict[str, str]:
+    """Each task's short name for folders, tables and figures, told apart from the others in
+    `specs`: the built-in's; 'file.NAME' (a file's stem) or 'package.module.NAME'; where two files
+    share a stem and NAME, as many of their parent folders as tell them apart ('a.task.TASK',
+    'b.task.TASK'). No ':' or '/' (folder names). TaskError where two specs are one task."""
+    parts = {}  # spec -> the name's parts, last first, and the parent folders that may be added
+    for spec in dict.fromkeys(specs):
+        if is_builtin(spec):
+            parts[spec] = ([spec], [])
+            continue
+        where, attr = parse_spec(spec)
+        if where.endswith(".py"):
+            path = Path(canonical(spec).rpartition(":")[0])
+            parts[spec] = ([attr, path.stem], [p for p in reversed(path.parent.parts) if p != path.anchor])
+        else:
+            parts[spec] = ([attr, where], [])
+    while True:
+        shown = {spec: ".".join(reversed(p[0])) for spec, p in parts.items()}
+        by_name = {}
+        for spec, text in shown.items():
+            by_name.setdefault(text, []).append(spec)
+        clashes = [group for group in by_name.values() if len(group) > 1]
+        if not clashes:
+            return shown
+        for group in clashes:
+            if not any(parts[spec][1] for spec in group):
+                raise TaskError(f"--task {group[0]} and {group[1]} are one task: name it once")
+            for spec in group:
+                shown_parts, folders = parts[spec]
+                if folders:
+                    shown_parts.append(folders.pop(0))
+
+
+def name(spec: str, among=()) -> str:
+    """`spec`'s short name among the study's tasks `among` (`names`); alone: 'file.NAME'."""
+    return names((*among, spec))[spec]
+
+
+def module_name(path: str) -> str:
+    """The name a task file (its absolute path) is imported under, in the driver and on every node
+    alike: its stem and a digest of its path, so that `a/task.py` and `b/task.py` never meet in
+    `sys.modules` (dataclasses and pickling look a module up there by name)."""
+    return f"lrstudy_task_{Path(path).stem}_{hashlib.sha1(path.encode()).hexdigest()[:10]}"
+
+
+def _shipped(folder: str) -> Path | None:
+    """Where Ray unpacked the task folder `folder` (the driver's path) on this node, or None: the
+    job's py_modules (`ship`) are in the order of the folders listed in SHIPPED_ENV, and each is
+    unpacked into a folder on `sys.path` named by its package, `_ray_pkg_<hash>`, as `<that>/<folder's name>`."""
+    folders = json.loads(os.environ.get(SHIPPED_ENV) or "[]")
+    if folder not in folders:
+        return None
+    import ray
+
+    packages = (ray.get_runtime_context().runtime_env or {}).get("py_modules") or []
+    if len(packages) != len(folders):
+        return None
+    package = Path(packages[folders.index(folder)]).stem  # gcs://_ray_pkg_<hash>.zip
+    return next((Path(entry) / Path(folder).name for entry in sys.path if Path(entry).name == package), None)
+
+
+def _check_siblings(path: Path) -> None:
+    """A task file's sibling modules are imported by their names, once per process: where the file
+    imports a sibling that another folder's module of the same name already is (two task folders
+    with a `nets.py` each), ImportError with one line, not the other task's code."""
+    source = path.read_text(errors="replace")
+    for name in sorted(set(re.findall(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", source, re.MULTILINE))):
+        if not ((path.parent / f"{name}.py").is_file() or (path.parent / name / "__init__.py").is_file()):
+            continue
+        loaded = getattr(sys.modules.get(name), "__file__", None)
+        if loaded and Path(loaded).resolve().parent not in (path.parent.resolve(), (path.parent / name).resolve()):
+            raise ImportError(f"its sibling module {name} is already imported from {loaded}: "
+                              f"give one of the two a name of its own")
 
 
 def _import(where: str, driver: bool):
     if not where.endswith(".py"):
         return importlib.import_module(where)
-    path, module = Path(where).expanduser(), Path(where).stem
+    where = os.path.abspath(os.path.expanduser(where))
+    module = module_name(where)
+    if module in sys.modules:
+        return sys.modules[module]
+    path = Path(where)
     if not path.is_file():
-        if driver:
-            raise FileNotFoundError(f"no such file: {path}")
-        return importlib.import_module(module)  # a worker node: Ray shipped the file (`ship`) by its stem
-    loaded = sys.modules.get(module)
-    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == path.resolve():
-        return loaded
+        copy = None if driver else _shipped(str(path.parent))  # a worker node that cannot see the folder
+        if copy is None or not (copy / path.name).is_file():
+            raise FileNotFoundError(f"no such file: {path}" if driver else f"no such file on this node, nor shipped to it: {path}")
+        path = copy / path.name
+    _check_siblings(path)
+    if str(path.parent) not in sys.path:  # its sibling modules (`from nets import MLP`), after everything else
+        sys.path.append(str(path.parent))
     spec = importlib.util.spec_from_file_location(module, path)
     loaded = importlib.util.module_from_spec(spec)
-    sys.modules[module] = loaded  # dataclasses and pickling look the module up by name
+    sys.modules[module] = loaded
     try:
         spec.loader.exec_module(loaded)
     except BaseException:
@@ -250,20 +347,52 @@ def is_short_form(spec: str) -> bool:
     return not is_lightning_module(build_model(spec))
 
 
+def _excluded(relative: Path) -> bool:
+    """Whether Ray leaves `relative` (a path inside a shipped folder) out: SHIP_EXCLUDES, a '/...'
+    pattern at the folder's top only."""
+    from fnmatch import fnmatch
+
+    return any(fnmatch(relative.name, pattern.lstrip("/")) for pattern in SHIP_EXCLUDES
+               if not pattern.startswith("/") or len(relative.parts) == 1)
+
+
+def _shipped_bytes(folder: Path, limit: int) -> int:
+    """The bytes Ray would ship of `folder` (SHIP_EXCLUDES left out), counted until past `limit`."""
+    total = 0
+    for root, dirs, files in os.walk(folder):
+        here = Path(root).relative_to(folder)
+        dirs[:] = [d for d in dirs if not _excluded(here / d)]
+        for f in files:
+            if not _excluded(here / f):
+                try:
+                    total += os.path.getsize(Path(root) / f)
+                except OSError:
+                    continue
+                if total > limit:
+                    return total
+    return total
+
+
 def ship(specs: tuple[str, ...]) -> list[str]:
-    """What Ray must ship to every node for these tasks (runtime_env's py_modules): each task
-    file, and each task package that is not installed in site-packages (the user's own source)."""
-    out = []
+    """What Ray must ship to every node for these tasks (runtime_env's py_modules, with
+    SHIP_EXCLUDES as its `excludes`): each task file's folder, so that its sibling modules go with
+    it, and each task package that is not installed in site-packages (the user's own source).
+    TaskError with one line for a folder over MAX_SHIP_BYTES (a task file in a home folder)."""
+    out = {}
     for spec in specs:
         if is_builtin(spec):
             continue
         where, _ = parse_spec(spec)
         if where.endswith(".py"):
-            out.append(str(Path(where).expanduser().resolve()))
+            out.setdefault(str(Path(canonical(spec).rpartition(":")[0]).parent), spec)
             continue
         found = importlib.util.find_spec(where.split(".")[0])
         origin = next(iter(found.submodule_search_locations), None) if found and found.submodule_search_locations \
             else (found.origin if found else None)  # a package's folder (a namespace package's too), or a module's file
         if origin and "site-packages" not in origin and "dist-packages" not in origin:
-            out.append(str(Path(origin).resolve()))
-    return list(dict.fromkeys(out))
+            out.setdefault(str(Path(origin).resolve()), spec)
+    for folder, spec in out.items():
+        if Path(folder).is_dir() and _shipped_bytes(Path(folder), MAX_SHIP_BYTES) > MAX_SHIP_BYTES:
+            raise TaskError(f"--task {spec}: its folder {folder} holds more than {MAX_SHIP_BYTES // 2**20} MiB to ship to "
+                            "every node (MAX_SHIP_BYTES in trainables/tasks.py): put the task's files in a folder of their own")
+    return list(out)
