@@ -266,7 +266,10 @@ def _task_default(name: str, value, task: str):
             value = parse(value)
     except (argparse.ArgumentTypeError, ValueError) as e:
         raise ConfigError(f"--task {task}: its defaults set {name} to {given!r}: {e}") from None
-    kind = tuple if isinstance(default, tuple) else float if isinstance(default, float) else type(default)
+    if value is None and default is None:  # a setting that may be unset, unset
+        return None
+    kind = tuple if isinstance(default, tuple) else float if isinstance(default, float) or parse is float else \
+        int if parse is int else str if default is None else type(default)
     if not (isinstance(value, kind) or kind is float and isinstance(value, int)) or isinstance(value, bool) != isinstance(default, bool):
         takes = {tuple: "a list", float: "a number", int: "a whole number", bool: "True or False"}.get(kind, "a name")
         raise ConfigError(f"--task {task}: its defaults set {name} to {value!r}, but {flag(name)} takes {takes}")

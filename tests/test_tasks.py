@@ -15,7 +15,7 @@ import pytest
 import torch
 from ray import tune
 
-from study.config import ConfigError, StudyConfig, split_of, with_task_defaults
+from study.config import ConfigError, StudyConfig, data_settings, with_task_defaults
 from study.run import _prepare, main
 from study.space import plan, trial_dirname
 from tests.conftest import REPO, make_idx_dir, real_data_dir, run_module

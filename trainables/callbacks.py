@@ -205,7 +205,7 @@ class _ReportToTune:
         self.close_batch_fingerprint()
         self.train_time_s += time.perf_counter() - self._epoch_start  # the steps up to the NaN count as compute
         metric = self.hparams.get("metric", "val_acc")
-        tune.report({"train_loss": float("nan"), metric: float("nan"), "objective": -math.inf, "lr": lr,
+        tune.report({"train_loss": math.nan, "val_loss": math.nan, metric: math.nan, "objective": -math.inf, "lr": lr,
                      **self.fixed, "epoch": trainer.current_epoch, "diverged": True, "diverged_reason": reason,
                      "train_time_s": self.train_time_s, "report_ts": time.time(),
                      **self.work()})  # the steps before the NaN batch (whose forward pass is not counted)

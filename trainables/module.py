@@ -41,7 +41,9 @@ class LitClassifier(pl.LightningModule):
         logits = self.net(x)
         loss = F.cross_entropy(logits, y)
         loss_sum, correct, count = self._sums.get(stage, (0.0, 0, 0))
-        self._sums[stage] = (loss_sum + loss.detach() * len(y), correct + (logits.argmax(dim=1) == y).sum(), count + len(y))
+        # the test set's loss summed per batch in float64 (it is seen once), as it always was
+        part = float(F.cross_entropy(logits, y, reduction="sum")) if stage == "test" else loss.detach() * len(y)
+        self._sums[stage] = (loss_sum + part, correct + (logits.argmax(dim=1) == y).sum(), count + len(y))
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
