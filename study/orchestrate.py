@@ -119,12 +119,13 @@ def write_study_record(path: str, config: StudyConfig, plan: Plan, data: dict[st
     and what the seconds were measured on: the driver's CPU, each trial's torch threads and the
     cluster's GPU types as Ray names them (every trial reports its own node's CPU and GPU too:
     node_cpu, node_gpu)."""
-    cluster, first = ray.cluster_resources(), next(iter(data.values()))
+    cluster = ray.cluster_resources()
+    shown = {spec: {"source": d.source, **d.sizes()} if d is not None else {"source": "its LightningDataModule, live"}
+             for spec, d in data.items()}
     record = {"config": config.to_dict(), "argv": argv, "versions": _versions(),
               "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               # the first task's data, then every task's by its --task spec
-              "data": {"source": first.source, **first.sizes(),
-                       "tasks": {spec: {"source": d.source, **d.sizes()} for spec, d in data.items()}},
+              "data": {**next(iter(shown.values())), "tasks": shown},
               "resources_per_trial": resources,
               "cluster": {k: v for k, v in cluster.items() if k in ("CPU", "GPU", "memory")},
               "hardware": {"driver_cpu": cpu_model(), "torch_threads_per_trial": config.cpus_per_trial,

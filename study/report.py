@@ -86,7 +86,7 @@ def render_markdown(summary: dict, figures: dict[str, str]) -> str:
     said = verdicts(summary)
     measures = {(s["metric"], s["mode"], s["target"]) for s in summary["settings"].values()}
     if len(measures) > 1:
-        compared = "its setting's validation metric, in its direction (each setting's section names it)"
+        compared = "value of its setting's validation metric, in that metric's direction (each setting's section names it),"
         to_target = "until the setting's metric first reached its target, where it has one"
     else:
         [(metric, mode, target)] = measures

@@ -14,7 +14,7 @@ import pytest
 import torch
 from ray import tune
 
-from study.config import ConfigError, StudyConfig
+from study.config import ConfigError, StudyConfig, with_task_defaults
 from study.run import _prepare
 from tests.conftest import REPO
 from trainables import framework, tasks
@@ -227,3 +227,78 @@ def test_the_driver_refuses_a_bad_module_before_ray(tmp_path, fresh):
     with pytest.raises(ConfigError, match="has no lr or learning_rate"):
         _prepare(StudyConfig(task=(task,)))
     shutil.rmtree(tmp_path)
+
+
+# -- a real study of the four user tasks (real Ray, Lightning, TensorBoard), shared ------------------------
+
+STUDY_ARGS = ("--task", ",".join(spec(name) for name in TASKS), "--arms", "finder,manual", "--finder-rules", "valley",
+              "--lrs", "0.003,0.03", "--epochs", "2", "--name", "users")
+
+
+@pytest.fixture(scope="module")
+def user_study(tmp_path_factory) -> Path:
+    """The four user tasks in one study, as a user runs it: each a setting of its own, compared on
+    its own metric (their tasks' defaults)."""
+    from tests.conftest import run_module
+
+    results = tmp_path_factory.mktemp("users")
+    proc = run_module("study.run", *STUDY_ARGS, "--results-dir", str(results), timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return results / "users"
+
+
+@pytest.mark.slow
+def test_each_user_task_is_a_setting_compared_on_its_own_metric(user_study):
+    import json
+
+    summary = json.loads((user_study / "summary.json").read_text())
+    measured = {Path(s["task"].split(":")[0]).stem: (s["metric"], s["mode"], s["optimizer"])
+                for s in summary["settings"].values()}
+    assert measured == {"regression": ("val_mae", "min", "module"), "smoothing": ("val_acc", "max", "module"),
+                        "augmented": ("val_acc", "max", "sgd"), "language": ("val_ppl", "min", "module")}
+    report = (user_study / "report.md").read_text()
+    assert "val_mae" in report and "val_ppl" in report
+    for params in user_study.glob("*/params.json"):
+        config = json.loads(params.read_text())
+        rows = [json.loads(line) for line in (params.parent / "result.json").read_text().splitlines()]
+        name = Path(config["task"].split(":")[0]).stem
+        metric = TASKS[name][0]
+        assert rows[-1]["objective"] == pytest.approx(rows[-1][metric] * (-1 if TASKS[name][1] == "min" else 1))
+        assert "test" + metric[3:] in rows[-1], name  # the module's own test_step
+        live = name in ("augmented", "language")
+        assert (config["batch_size"] is None) == live, name  # a live DataModule keeps its own batch size
+
+
+@pytest.mark.slow
+def test_a_user_modules_metrics_are_in_tensorboard(user_study):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    [trial] = [p.parent for p in user_study.glob("manual_lr=0.03*regression*/params.json")]
+    acc = EventAccumulator(str(trial))
+    acc.Reload()
+    assert {"val_mae", "val_loss", "train_mae", "test_mae", "lr"} <= set(acc.Tags()["scalars"])
+    assert len(acc.Scalars("val_mae")) == 2  # once per epoch
+
+
+def test_flags_that_cannot_apply_to_a_users_module_or_datamodule_are_one_line(fresh):
+    from study.config import config_from_args, build_parser
+
+    for args, message in ((["--task", spec("smoothing"), "--optimizer", "adam", "--lr-schedule", "cosine"],
+                           r"--optimizer, --lr-schedule cannot apply: its Smoothed builds its own optimiser"),
+                          (["--task", spec("smoothing"), "--arms", "finder,manual,cyclic"],
+                           r"--arms cyclic cannot apply: its Smoothed builds its own optimiser"),
+                          (["--task", spec("language"), "--val-size", "50"],
+                           r"--val-size cannot apply: its data is a LightningDataModule, which splits its own data")):
+        tasks._loaded.clear()
+        parsed = build_parser("study.run", "").parse_args(args)
+        config = config_from_args(parsed)
+        loaded = {s: tasks.load(s, driver=True) for s in config.task}
+        own = {s: with_task_defaults(config, t.defaults, set(vars(parsed)), s) for s, t in loaded.items()}
+        with pytest.raises(ConfigError) as e:
+            _prepare(config, loaded, own, frozenset(vars(parsed)))
+        assert "\n" not in str(e.value) and re.search(message, str(e.value)), str(e.value)
+    # defaults that cannot apply do not: the study's sgd and constant schedule, its cyclic arm not run
+    config = StudyConfig(task=(spec("smoothing"),), arms=("finder", "manual", "cyclic"), val_size=200)
+    _, fitted, _ = _prepare(config, {config.task[0]: tasks.load(config.task[0], driver=True)}, None, frozenset({"task"}))
+    [own] = fitted.values()
+    assert (own.optimizer, own.lr_schedule, own.arms) == (("module",), ("module",), ("finder", "manual"))

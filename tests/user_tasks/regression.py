@@ -45,4 +45,4 @@ def data():
 
 
 TASK = SimpleNamespace(model=Regressor, data=data,
-                       defaults={"metric": "val_mae", "mode": "min", "target": 0.5, "batch_size": 50})
+                       defaults={"metric": "val_mae", "mode": "min", "target": 0.5, "batch_size": 50, "val_size": 200})

@@ -42,4 +42,4 @@ def data():
     return x[:1000], y[:1000], x[1000:], y[1000:]
 
 
-TASK = SimpleNamespace(model=Smoothed, data=data, defaults={"batch_size": 50})
+TASK = SimpleNamespace(model=Smoothed, data=data, defaults={"batch_size": 50, "val_size": 200})
