@@ -29,11 +29,12 @@ def _drop_token_auth_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
 
 
-def connect(config: StudyConfig) -> None:
-    """Start a local Ray instance, or attach to the cluster at --address. The user's task folders
-    and packages go to every node with the job (runtime_env's py_modules: trainables/tasks.py `ship`)."""
+def connect(config: StudyConfig) -> bool:
+    """Start a local Ray instance, or attach to the cluster at --address; True. The user's task
+    folders and packages go to every node with the job (runtime_env's py_modules: trainables/tasks.py
+    `ship`). A Ray already running in this process (the user's own `ray.init`) is used as it is: False."""
     if ray.is_initialized():
-        return
+        return False
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_drop_token_auth_notice)
     unreachable = _unreachable(config.address) if config.address else None
     if unreachable:  # Ray itself retries an unreachable HOST:PORT for about 14 minutes
@@ -49,6 +50,7 @@ def connect(config: StudyConfig) -> None:
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"--address {config.address}" if config.address else "a local Ray instance"
         raise ConfigError(f"cannot start or reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return True
 
 
 def disconnect() -> None:

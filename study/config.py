@@ -254,26 +254,40 @@ def split_of(config: StudyConfig) -> dict:
     return {name: getattr(config, name) for name in SPLIT}
 
 
-def _task_default(name: str, value, task: str):
-    """A task's default for the field `name`, in the field's type: a list or a comma-separated
-    string for a tuple (checked as its flag's values are); ConfigError with one line otherwise."""
+def typed(name: str, value):
+    """`value` for the field `name` as its flag would give it: a string is parsed by the flag's
+    parser, a list or tuple for a tuple field is joined and parsed likewise (so each value is
+    checked as on the command line), a number is checked against the field's type. ConfigError
+    with the command line's one line otherwise (`argument --optimizer: unknown 'rmsprop'; ...`)."""
     f = FIELDS[name]
     parse, default, given = f.metadata["parse"], f.default, value
+    if value is None and default is None:  # a setting that may be unset, unset
+        return None
     try:
         if isinstance(default, tuple) and isinstance(value, (list, tuple)):
             value = ",".join(map(str, value))
         if isinstance(value, str) and parse is not None:
             value = parse(value)
     except (argparse.ArgumentTypeError, ValueError) as e:
-        raise ConfigError(f"--task {task}: its defaults set {name} to {given!r}: {e}") from None
-    if value is None and default is None:  # a setting that may be unset, unset
-        return None
+        raise ConfigError(f"argument {flag(name, default)}: {e}") from None
+    choices = f.metadata["choices"]
+    if choices and value not in choices:
+        raise ConfigError(f"argument {flag(name, default)}: invalid choice: {value!r} (choose from {', '.join(map(repr, choices))})")
     kind = tuple if isinstance(default, tuple) else float if isinstance(default, float) or parse is float else \
         int if parse is int else str if default is None else type(default)
     if not (isinstance(value, kind) or kind is float and isinstance(value, int)) or isinstance(value, bool) != isinstance(default, bool):
         takes = {tuple: "a list", float: "a number", int: "a whole number", bool: "True or False"}.get(kind, "a name")
-        raise ConfigError(f"--task {task}: its defaults set {name} to {value!r}, but {flag(name)} takes {takes}")
+        raise ConfigError(f"argument {flag(name, default)}: takes {takes}, not {given!r}")
     return float(value) if kind is float else value
+
+
+def _task_default(name: str, value, task: str):
+    """A task's default for the field `name`, in the field's type (`typed`); ConfigError with one
+    line naming the task otherwise."""
+    try:
+        return typed(name, value)
+    except ConfigError as e:
+        raise ConfigError(f"--task {task}: its defaults set {name} to {value!r}: {str(e).split(': ', 1)[1]}") from None
 
 
 def with_task_defaults(config: StudyConfig, defaults: dict, given: set[str], task: str = "") -> StudyConfig:
@@ -328,7 +342,13 @@ def build_parser(prog: str, description: str, only: tuple[str, ...] | None = Non
 def config_from_args(args: argparse.Namespace, defaults: dict | None = None) -> StudyConfig:
     """Only the flags given on the command line override the defaults (a tool's own `defaults`,
     then StudyConfig's), the preset and --smoke's shrinking."""
-    given = {k: v for k, v in vars(args).items() if k in {f.name for f in fields(StudyConfig)}}
+    return config_from_values({k: v for k, v in vars(args).items() if k in FIELDS}, defaults)
+
+
+def config_from_values(given: dict, defaults: dict | None = None) -> StudyConfig:
+    """The config of `given` settings, already typed (`typed`: a flag's, or a keyword argument's),
+    over the defaults (a tool's own `defaults`, then StudyConfig's), the preset and --smoke's
+    shrinking; validated."""
     config = StudyConfig(**{**(defaults or {}), **given})
     if config.preset:
         config = replace(config, **{k: v for k, v in PRESET[config.preset].items() if k not in given})

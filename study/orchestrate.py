@@ -27,6 +27,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from study import search, storage
+from trainables import tasks
 from study.cluster import trial_resources, trial_slots
 from study.config import StudyConfig, metric_settings, objective
 from study.progress import Progress
@@ -138,9 +139,11 @@ def write_study_record(path: str, config: StudyConfig, plan: Plan, data: dict[st
 
 def trainable(data: dict[str, Dataset], resources: dict):
     """The trial as Ray Tune runs it, for a fresh start and a --resume alike: `train_trial` with
-    every task's data (by --task spec) through the object store, on `resources` per trial; every
-    report carries `objective`, which Ray Tune maximises (METRIC)."""
-    return tune.with_resources(tune.with_parameters(train_trial, data=data), resources)
+    every task's data (by --task spec) and the study's task objects (study.run_study's) through
+    the object store, on `resources` per trial; every report carries `objective`, which Ray Tune
+    maximises (METRIC)."""
+    objects = tasks.registered(data)
+    return tune.with_resources(tune.with_parameters(train_trial, data=data, objects=objects), resources)
 
 
 def build_tuner(config: StudyConfig, plan: Plan, data: dict[str, Dataset], resources: dict) -> tune.Tuner:

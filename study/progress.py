@@ -1,6 +1,6 @@
 """What the console shows while a study runs, in place of Ray Tune's per-trial boxes and tables.
 
-On a terminal, one status line (tqdm) redrawn in place from the first step of the study: epochs
+On a terminal, or in Jupyter (tqdm.auto's widget), one status line redrawn in place from the first step of the study: epochs
 done out of the study's total, trials running, ended and left, the best of the trials' metric so
 far (each trial's config names it: `metric`, best in its `mode`; val_acc, maximised, by default;
 one best per metric where settings differ) and the time left, estimated from the epochs done. Away
@@ -18,8 +18,13 @@ import sys
 import time
 from typing import Callable, TextIO
 
+import warnings
+
 from ray import tune
-from tqdm import tqdm
+
+with warnings.catch_warnings():  # tqdm.auto: a notebook's widget in Jupyter (it warns that it chose it), else the terminal's
+    warnings.simplefilter("ignore")
+    from tqdm.auto import tqdm
 
 from study import storage
 from study.config import DIMENSIONS, StudyConfig, dimension_value, metric_settings
@@ -29,6 +34,12 @@ LOG_FILE = "trials.log"
 _DONE = ("TERMINATED", "ERROR")
 BAR_FORMAT = "{n_fmt}/{total_fmt} epochs |{bar}| {desc}"  # desc: Progress.status
 REDRAW_S = 1.0  # the status line is redrawn at least this often (elapsed time moves), and at every result
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (where tqdm.auto draws a widget)."""
+    return "ipykernel" in sys.modules and "IPython" in sys.modules and \
+        type(sys.modules["IPython"].get_ipython()).__name__ == "ZMQInteractiveShell"
 
 
 def _label(config: dict, tasks: tuple[str, ...] = ()) -> str:
@@ -94,7 +105,7 @@ class Progress(tune.Callback):
         self.ended = {t.trial_id: self._planned(t) for t in trials if t.status in _DONE}  # -> its epochs
         self.epochs_run = {t.trial_id: _epochs_run(t) for t in trials}  # epochs reported, by trial
         self.epochs_at_start = sum(self.epochs_run.values())
-        auto = sys.stdout if self.print_line is None and sys.stdout.isatty() else None
+        auto = sys.stdout if self.print_line is None and (sys.stdout.isatty() or in_notebook()) else None
         self.stream = self.terminal or auto  # where the status line goes, if anywhere
         self.bar, self.drawn = None, float("-inf")  # the tqdm, made at the first draw
         try:  # a resumed study keeps the lines, and the best, of the trials that ended before

@@ -15,7 +15,8 @@ import pytest
 from study.config import SMOKE, ConfigError, StudyConfig, build_parser, config_from_args, flag, setting_label
 from study.orchestrate import _tune_settings
 from study.storage import prepare_experiment_dir
-from study.run import _stored_config, main
+from study.engine import stored_config
+from study.run import main
 from study.space import bayes_searches, manual_lrs, trial_dirname, trial_points
 from tests.conftest import REPO, run_module
 
@@ -341,12 +342,12 @@ def test_resume_accepts_flags_equal_to_the_stored_study_and_the_resume_flags(tmp
             "--lrs", "1e-5,1e-4,1e-3,1e-2,1e-1", "--max-failures", "7"]
     assert exit_code(argv) == 2
     assert "no experiment to resume" in capsys.readouterr().err
-    resumed = _stored_config(replace(parse(*argv), resume=True), given={"resume", "results_dir", "name", "max_failures",
+    resumed = stored_config(replace(parse(*argv), resume=True), given={"resume", "results_dir", "name", "max_failures",
                                                                         "smoke", "epochs", "normalize", "lrs"})
     assert resumed == replace(stored, resume=True, max_failures=7)
     assert (resumed.epochs, resumed.subset, resumed.normalize) == (3, SMOKE["subset"], False)
     # flags not given come from the stored study, not from the defaults
-    assert _stored_config(parse("--resume", "--results-dir", str(tmp_path), "--name", "s"), given=set()) == replace(stored, resume=True)
+    assert stored_config(parse("--resume", "--results-dir", str(tmp_path), "--name", "s"), given=set()) == replace(stored, resume=True)
 
 
 # -- an instant CLI: nothing heavy before the flags are valid -----------------------------------------
@@ -407,7 +408,7 @@ def test_the_driver_prepares_a_study_without_lightning():
     built-in tasks share one copy of Fashion-MNIST."""
     from tests.conftest import real_data_dir
 
-    probe = ("import sys; from study.config import StudyConfig; from study.run import _prepare; "
+    probe = ("import sys; from study.config import StudyConfig; from study.engine import _prepare; "
              "data, _, _ = _prepare(StudyConfig(subset=640, task=('fashion-lenet', 'fashion-mlp', 'fashion-resnet'), "
              f"data_dir={str(real_data_dir())!r})); print([len(d.train_y) for d in data.values()], len(set(map(id, data.values())))); "
              "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'torchmetrics', 'torchvision') if m in sys.modules))")

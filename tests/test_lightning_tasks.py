@@ -15,7 +15,7 @@ import torch
 from ray import tune
 
 from study.config import ConfigError, StudyConfig, with_task_defaults
-from study.run import _prepare
+from study.engine import _prepare
 from tests.conftest import REPO
 from trainables import framework, tasks
 from trainables.callbacks import CHECKPOINT_FILE

@@ -16,7 +16,8 @@ import torch
 from ray import tune
 
 from study.config import ConfigError, StudyConfig, data_settings, with_task_defaults
-from study.run import _prepare, main
+from study.engine import _prepare
+from study.run import main
 from study.space import plan, trial_dirname
 from tests.conftest import REPO, make_idx_dir, real_data_dir, run_module
 from trainables import tasks
@@ -327,7 +328,7 @@ def test_a_task_folder_too_large_to_ship_is_refused_and_what_never_ships_is_not_
 
 @pytest.mark.parametrize("defaults, message", [
     ("{'optimizer': 'rmsprop'}", r"its defaults set optimizer to 'rmsprop': unknown 'rmsprop'; choose from sgd, adam$"),
-    ("{'epochs': 2.5}", r"its defaults set epochs to 2.5, but --epochs takes a whole number$"),
+    ("{'epochs': 2.5}", r"its defaults set epochs to 2.5: takes a whole number, not 2.5$"),
     ("{'val_size': 100}", r"--val-size 100 must be between 1 and 79 \(the training examples less one\)$"),  # found while Ray starts
 ])
 def test_a_default_that_cannot_be_set_is_one_line_and_exit_2(tmp_path, defaults, message):

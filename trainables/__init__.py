@@ -16,9 +16,12 @@ LR_FREE = ("prodigy", "dadapt")
 LR_FREE_LR = 1.0
 
 
-def train_trial(config: dict, data) -> None:
+def train_trial(config: dict, data, objects: dict | None = None) -> None:
     """Ray Tune's entry point for one trial (trainables/trainable.py's `train_trial`): torch and
-    Lightning are imported here, in the trial's worker process."""
+    Lightning are imported here, in the trial's worker process. `objects`: the tasks given as
+    Python objects (trainables/tasks.py `register`), registered here first."""
+    from trainables import tasks
     from trainables.trainable import train_trial as train
 
+    tasks.register(objects or {})
     train(config, data)

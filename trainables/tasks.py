@@ -42,6 +42,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 NUM_CLASSES = 10  # Fashion-MNIST's
@@ -163,7 +164,9 @@ def names(specs) -> dict[str, str]:
             parts[spec] = ([spec], [])
             continue
         where, attr = parse_spec(spec)
-        if where.endswith(".py"):
+        if is_object(spec):
+            parts[spec] = ([attr], [])
+        elif where.endswith(".py"):
             path = Path(canonical(spec).rpartition(":")[0])
             parts[spec] = ([attr, path.stem], [p for p in reversed(path.parent.parts) if p != path.anchor])
         else:
@@ -262,6 +265,30 @@ def _last_line(e: BaseException) -> str:
 _loaded: dict[tuple[str, str | None], Task] = {}
 
 
+# A task given as a Python object (study.run_study: a class defined in a notebook, say) has the
+# spec "object:<label>"; the object itself reaches every trial through Ray's serialisation
+# (cloudpickle: by value where it was defined in __main__), and is registered in each process.
+OBJECT = "object"
+_objects: dict[str, Any] = {}
+
+
+def is_object(spec: str) -> bool:
+    return spec.startswith(OBJECT + ":")
+
+
+def register(objects: dict[str, Any]) -> None:
+    """Make each task object loadable by its spec ("object:<label>") in this process."""
+    for spec, obj in objects.items():
+        _objects[spec] = obj
+        for key in [k for k in _loaded if k[0] == spec]:
+            del _loaded[key]
+
+
+def registered(specs) -> dict[str, Any]:
+    """The task objects of `specs` (what a study sends its trials)."""
+    return {spec: _objects[spec] for spec in specs if spec in _objects}
+
+
 def load(spec: str, data_dir: str | None = None, driver: bool = False) -> Task:
     """The task `spec` names, its contract checked (not its data: trainables/data.py's `from_task`
     checks that); TaskError with one line otherwise. Loaded once per process. `data_dir`: where
@@ -275,12 +302,18 @@ def load(spec: str, data_dir: str | None = None, driver: bool = False) -> Task:
         task = Task(task.model, FashionMNIST(data_dir), task.defaults)
     else:
         where, attr = parse_spec(spec)
-        try:
-            module = _import(where, driver)
-        except FileNotFoundError as e:
-            raise TaskError(f"--task {spec}: {e}") from None
-        except Exception as e:
-            raise TaskError(f"--task {spec}: {where} does not import ({_last_line(e)})") from None
+        if is_object(spec):
+            if spec not in _objects:
+                raise TaskError(f"--task {spec}: a task given as a Python object exists only in the process that "
+                                "gave it; call study.run_study with it again")
+            module = SimpleNamespace(**{attr: _objects[spec]})
+        else:
+            try:
+                module = _import(where, driver)
+            except FileNotFoundError as e:
+                raise TaskError(f"--task {spec}: {e}") from None
+            except Exception as e:
+                raise TaskError(f"--task {spec}: {where} does not import ({_last_line(e)})") from None
         if not hasattr(module, attr):
             raise TaskError(f"--task {spec}: {where} has no {attr}")
         obj = getattr(module, attr)
@@ -380,7 +413,7 @@ def ship(specs: tuple[str, ...]) -> list[str]:
     TaskError with one line for a folder over MAX_SHIP_BYTES (a task file in a home folder)."""
     out = {}
     for spec in specs:
-        if is_builtin(spec):
+        if is_builtin(spec) or is_object(spec):  # an object travels by Ray's serialisation
             continue
         where, _ = parse_spec(spec)
         if where.endswith(".py"):
