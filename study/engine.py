@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from study.config import ConfigError, StudyConfig, data_settings, fit_to_task, flag, with_task_defaults
 
@@ -32,7 +33,7 @@ class Ran:
     path: str
     local: Path
     summary: dict
-    trials: "pandas.DataFrame"  # noqa: F821 (the experiment's, one row per trial)
+    trials: Any  # the experiment's, one row per trial (a pandas DataFrame)
     written: dict
     seconds: dict
 

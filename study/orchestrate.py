@@ -10,7 +10,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -27,12 +26,11 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from study import search, storage
-from trainables import tasks
 from study.cluster import trial_resources, trial_slots
-from study.config import StudyConfig, metric_settings, objective
+from study.config import StudyConfig
 from study.progress import Progress
 from study.space import Plan, param_space, trial_dirname
-from trainables import train_trial  # imports torch and Lightning in the trial's worker, not here
+from trainables import tasks, train_trial  # imports torch and Lightning in the trial's worker, not here
 from trainables.data import Dataset
 from trainables.files import write_atomic
 from trainables.work import cpu_model

@@ -10,7 +10,6 @@ import re
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from study import ConfigError, StudyResult, load, run_study
 from study.run import main
@@ -31,7 +30,7 @@ class Tiny(nn.Module):
         return self.layer(x)
 
 
-def pairs() -> DataLoader:
+def pairs() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 2, (400,), generator=g)
     return torch.randn(400, 6, generator=g) + 2.0 * y[:, None], y

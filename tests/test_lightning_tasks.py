@@ -167,6 +167,8 @@ class Data(pl.LightningDataModule):
         return DataLoader(TensorDataset(torch.ones({n}, 4), torch.zeros({n}, dtype=torch.long)), batch_size=10)
     def val_dataloader(self):
         return DataLoader(TensorDataset(torch.ones(10, 4), torch.zeros(10, dtype=torch.long)), batch_size=10)
+    def test_dataloader(self):
+        return DataLoader(TensorDataset(torch.ones(10, 4), torch.zeros(10, dtype=torch.long)), batch_size=10)
 
 def arrays():
     return np.ones((40, 4), np.float32), np.arange(40) % 2, np.ones((10, 4), np.float32), np.arange(10) % 2
@@ -302,3 +304,32 @@ def test_flags_that_cannot_apply_to_a_users_module_or_datamodule_are_one_line(fr
     _, fitted, _ = _prepare(config, {config.task[0]: tasks.load(config.task[0], driver=True)}, None, frozenset({"task"}))
     [own] = fitted.values()
     assert (own.optimizer, own.lr_schedule, own.arms) == (("module",), ("module",), ("finder", "manual"))
+
+
+def test_a_module_without_configure_optimizers_trains_with_the_studys_optimiser(tmp_path, fresh):
+    """No configure_optimizers of its own: --optimizer and --lr-schedule apply (here Adam, cosine)."""
+    task = lm_task(tmp_path, "noopt", task="model=NoOpt, data=Data")
+    source = Path(task.split(":")[0])
+    source.write_text(source.read_text().replace("TASK = ", textwrap.dedent('''
+        class NoOpt(Net):
+            configure_optimizers = pl.LightningModule.configure_optimizers
+
+        TASK = ''')))
+    data, facts = load_data({task: tasks.load(task, driver=True)},
+                            {task: {"metric": "val_loss", "batch_size": None, "val_size": 5, "split_seed": 0,
+                                    "normalize": True, "subset": None}})
+    assert facts[task] == {"live": True, "own_optimizer": False, "module": "NoOpt"}
+    config = {**TRIAL, "task": task, "arm": "manual", "lr": 0.02, "finder_rule": None, "optimizer": "adam",
+              "lr_schedule": "cosine", "batch_size": None, "metric": "val_loss", "mode": "min", "epochs": 1}
+    rows, saved = run(config, data[task], tmp_path / "trial")
+    [group] = saved["optimizer_states"][0]["param_groups"]
+    assert set(saved["optimizer_states"][0]["state"][0]) >= {"exp_avg", "exp_avg_sq"} and group["initial_lr"] == 0.02
+    assert saved["lr_schedulers"] and rows[-1]["lr"] < 0.02  # cosine decays from the arm's LR
+
+
+def test_a_datamodule_that_opts_in_is_read_into_memory_once(tmp_path, fresh):
+    task = lm_task(tmp_path, "inmemory", task="model=Net, data=Data, in_memory=True")
+    data, facts = load_data({task: tasks.load(task, driver=True)},
+                            {task: {"metric": "val_loss", "batch_size": None, "val_size": 5, "split_seed": 0,
+                                    "normalize": False, "subset": None}})
+    assert facts[task]["live"] is False and data[task].sizes() == {"train": 15, "val": 5, "test": 10}

@@ -67,7 +67,7 @@ def check_module(spec: str, data, metric: str, batch_size: int | None) -> dict:
         if batch_size is not None and not framework.has_batch_size(data):
             raise TaskError(f"--task {spec}: --batch-size {batch_size}: its {type(data).__name__} has no batch_size "
                             "(attribute or hparam) to set; drop the flag to use its own batches")
-        loaders = live(data, batch_size)
+        live(data, batch_size)  # sets it on the DataModule
         try:
             data.prepare_data()
             data.setup("fit")

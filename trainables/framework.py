@@ -84,10 +84,14 @@ def set_batch_size(datamodule, batch_size: int) -> None:
         raise AttributeError(f"{type(datamodule).__name__} has no batch_size (attribute or hparam)")
 
 
+def overrides(module, hook: str) -> bool:
+    """Whether the module's class defines `hook` itself (`configure_optimizers`, `test_step`, ...)."""
+    return getattr(type(module), hook) is not getattr(package(module).LightningModule, hook)
+
+
 def owns_optimizer(module) -> bool:
     """Whether the module builds its own optimiser (overrides `configure_optimizers`)."""
-    pl = package(module)
-    return type(module).configure_optimizers is not pl.LightningModule.configure_optimizers
+    return overrides(module, "configure_optimizers")
 
 
 def quiet() -> None:

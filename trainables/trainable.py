@@ -147,7 +147,8 @@ def run_trial(config: dict, data: Dataset | None, trial_dir: Path, checkpoint: t
         except Diverged as e:
             report.report_divergence(trainer, str(e), step_size(trainer.optimizers[0]) if trainer.optimizers else lr)
             return
-        test = trainer.test(module, **loaders.test_kwargs(), verbose=False)[0] if loaders.has_test else {}
+        tested = loaders.has_test and framework.overrides(module, "test_step")  # else: no test metrics
+        test = trainer.test(module, **loaders.test_kwargs(), verbose=False)[0] if tested else {}
         report.finish(trainer, {k: float(v) for k, v in test.items()})
 
 
