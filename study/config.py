@@ -12,7 +12,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from trainables import LR_FREE, LR_SCHEDULES, OPTIMIZERS
+from trainables import LR_FREE, LR_SCHEDULES, OPTIMIZERS, OWN_OPTIMIZER
 from trainables.finder_rules import RULES as FINDER_RULES
 from trainables import tasks
 
@@ -364,9 +364,8 @@ def data_settings(config: StudyConfig, batch_size: int | None) -> dict:
 
 
 # A task whose module builds its own optimiser trains with it: its settings' optimizer and
-# lr_schedule are MODULE, and these flags cannot apply to it, nor the arms that need the study's
+# lr_schedule are OWN_OPTIMIZER ("module"), and these flags cannot apply to it, nor the arms that need the study's
 # optimiser. A task whose data is a live LightningDataModule splits and batches its data itself.
-MODULE = "module"
 OPTIMISER_FLAGS = ("optimizer", "lr_schedule", "momentum")
 DATA_FLAGS = ("val_size", "split_seed", "normalize", "subset")
 STUDY_OPTIMISER_ARMS = ("cyclic", *LR_FREE)
@@ -374,7 +373,7 @@ STUDY_OPTIMISER_ARMS = ("cyclic", *LR_FREE)
 
 def fit_to_task(config: StudyConfig, task: str, facts: dict, given: set[str], batch_size_set: bool) -> StudyConfig:
     """One task's config fitted to what the task is (`facts`: trainables.checks.load_data's): a module
-    with its own optimiser gets optimizer and lr_schedule MODULE and no arm that needs the study's
+    with its own optimiser gets optimizer and lr_schedule OWN_OPTIMIZER and no arm that needs the study's
     optimiser; a live DataModule keeps its own batch size unless one was set (`batch_size_set`: by
     a flag or the task's defaults). A flag in `given` (the command line's) that cannot apply is
     ConfigError with one line; a default that cannot apply does not apply."""
@@ -383,7 +382,7 @@ def fit_to_task(config: StudyConfig, task: str, facts: dict, given: set[str], ba
         wrong += [flag(f, FIELDS[f].default) for f in OPTIMISER_FLAGS if f in given]
         if "arms" in given:
             wrong += [f"--arms {a}" for a in config.arms if a in STUDY_OPTIMISER_ARMS]
-        config = replace(config, optimizer=(MODULE,), lr_schedule=(MODULE,),
+        config = replace(config, optimizer=(OWN_OPTIMIZER,), lr_schedule=(OWN_OPTIMIZER,),
                          arms=tuple(a for a in config.arms if a not in STUDY_OPTIMISER_ARMS))
         why = f"its {facts['module']} builds its own optimiser (configure_optimizers)"
     if facts["live"]:

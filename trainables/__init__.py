@@ -13,6 +13,9 @@ LR_SCHEDULES = ("constant", "onecycle", "cosine")
 # (prodigyopt) whatever the optimiser; D-Adaptation's DAdaptSGD (with the study's momentum) for
 # sgd, DAdaptAdam for adam. They train at the base LR their authors recommend, LR_FREE_LR.
 LR_FREE = ("prodigy", "dadapt")
+# The optimizer and lr_schedule of a setting whose module builds its own optimiser (its
+# configure_optimizers): the study's flags do not apply to it.
+OWN_OPTIMIZER = "module"
 LR_FREE_LR = 1.0
 
 

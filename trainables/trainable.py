@@ -47,7 +47,7 @@ import ray
 import torch
 from ray import tune
 
-from trainables import LR_FREE, framework
+from trainables import LR_FREE, OWN_OPTIMIZER, framework
 from trainables.callbacks import CHECKPOINT_FILE, STUDY_KEY, Diverged, for_package
 from trainables.data import Dataset, datamodule
 from trainables.files import FINDER_FILE, write_atomic
@@ -58,7 +58,6 @@ from trainables.tasks import build_module, load
 from trainables.work import cpu_model
 
 CYCLIC_MIN_FRACTION = 0.1  # the cyclic arm cycles between suggestion x 0.1 and the suggestion
-OWN = "module"  # "optimizer" and "lr_schedule" of a module that builds its own optimiser
 
 
 def _save_finder(trial_dir: Path, result: FinderResult, rule: str, logger) -> None:
@@ -155,7 +154,7 @@ def run_trial(config: dict, data: Dataset | None, trial_dir: Path, checkpoint: t
 def _arm(config: dict, trainer, module, loaders: Loaders, trial_dir: Path, logger, report) -> tuple[float, Optim | None]:
     """The arm's LR, and the study's optimiser for it (None: the module's own). The arm's LR is the
     peak of the trial's LR schedule; the cyclic arm keeps its own cycle."""
-    own = config["optimizer"] == OWN
+    own = config["optimizer"] == OWN_OPTIMIZER
     schedule = config["lr_schedule"] if config["arm"] != "cyclic" else "constant"
     optim = None if own else Optim(config["optimizer"], config["momentum"], schedule)
     if config["arm"] == "manual":
@@ -182,7 +181,7 @@ def _arm(config: dict, trainer, module, loaders: Loaders, trial_dir: Path, logge
 
 
 def _range_test(config: dict, trainer, module, loaders: Loaders) -> FinderResult:
-    if config["optimizer"] != OWN:  # the probe: the study's optimiser, constant, no cycle
+    if config["optimizer"] != OWN_OPTIMIZER:  # the probe: the study's optimiser, constant, no cycle
         install(module, Optim(config["optimizer"], config["momentum"]))
     fit = loaders.fit_kwargs()
     return range_test(trainer, module, train_dataloaders=fit.get("train_dataloaders"), datamodule=fit.get("datamodule"),
