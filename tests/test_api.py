@@ -41,26 +41,43 @@ def tiny_data():
     return x[:300].numpy(), y[:300].numpy(), x[300:].numpy(), y[300:].numpy()
 
 
+# What a user's script does: its own ray.init, then run_study twice (the small Fashion-MNIST study,
+# and a task of this module's classes), in a process of its own (Ray in the pytest process would
+# share it with the other tests' Rays).
+SCRIPT = """
+import json, sys
+import ray
+from study import run_study
+from tests.test_api import SMALL, Tiny, tiny_data
+
+root, data_dir = sys.argv[1], sys.argv[2]
+ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+api = run_study(data_dir=data_dir, results_dir=root + "/api", name="small", **SMALL)
+mine = run_study(task=(Tiny, tiny_data), arms=["finder", "manual"], finder_rules=["valley"], lrs=[0.1], epochs=2,
+                 val_size=50, results_dir=root + "/mine", name="mine")
+still_up = ray.is_initialized() and ray.cluster_resources().get("CPU") == 2
+ray.shutdown()
+print(json.dumps({"api": api.path, "mine": mine.path, "still_up": still_up, "api_summary": api.summary,
+                  "api_arms": api.arms.columns.tolist(), "html": api._repr_html_()}))
+"""
+
+
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory) -> dict:
-    """Under the test's own `ray.init`: the small Fashion-MNIST study through run_study, and a study
-    of this module's classes; beside them, the same small study through the command line."""
-    import ray
+    """The small study through the command line, and through run_study from a user's script."""
+    import subprocess
+    import sys
 
     root = tmp_path_factory.mktemp("api")
     data_dir = str(real_data_dir())
     cli = run_module("study.run", *FLAGS, "--data-dir", data_dir, "--results-dir", str(root / "cli"), "--name", "small",
                      timeout=600)
     assert cli.returncode == 0, cli.stdout[-3000:] + cli.stderr[-3000:]
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        api = run_study(data_dir=data_dir, results_dir=str(root / "api"), name="small", **SMALL)
-        mine = run_study(task=(Tiny, tiny_data), arms=["finder", "manual"], finder_rules=["valley"], lrs=[0.1],
-                         epochs=2, val_size=50, results_dir=str(root / "mine"), name="mine")
-        still_up = ray.is_initialized() and ray.cluster_resources().get("CPU") == 2
-    finally:
-        ray.shutdown()
-    return {"api": api, "mine": mine, "cli": root / "cli" / "small", "still_up": still_up}
+    script = subprocess.run([sys.executable, "-c", SCRIPT, str(root), data_dir], cwd=REPO, capture_output=True,
+                            text=True, timeout=900)
+    assert script.returncode == 0, script.stdout[-3000:] + script.stderr[-3000:]
+    said = json.loads(script.stdout.strip().splitlines()[-1])
+    return {**said, "api": load(said["api"]), "mine": load(said["mine"]), "cli": root / "cli" / "small"}
 
 
 TIMES = re.compile(r"(_s|_s_by_seed|_ts|seconds|time_to_target.*|_at|_over_finder)$")  # seconds, and ratios of them
@@ -79,6 +96,7 @@ def timeless(value):
 @pytest.mark.slow
 def test_the_api_and_the_command_line_give_the_same_summary(studies):
     api, cli = studies["api"], json.loads((studies["cli"] / "summary.json").read_text())
+    assert studies["api_summary"] == api.summary  # what run_study returned is what it wrote
     assert timeless(api.summary) == timeless(cli)
     assert json.loads((studies["cli"].parent.parent / "api" / "small" / "summary.json").read_text()) == api.summary
     loaded = load(studies["cli"])  # a study the command line ran, read from Python
@@ -95,7 +113,7 @@ def test_the_result_is_the_analysis_as_data(studies):
     assert best["test_acc.mean"] == pytest.approx(max(api.trials.loc[api.trials["arm"] == "manual", "test_acc"]))
     assert "grid search" in set(api.strategies["strategy"]) and api.verdicts and all(isinstance(v, str) for v in api.verdicts)
     assert api.figures and all(p.is_file() and p.suffix == ".png" for p in api.figures.values())
-    page = api._repr_html_()
+    page = studies["html"]  # as run_study's own result showed itself
     assert "<table" in page and page.count("<img") == len(api.figures) and api.verdicts[0][:30] in page
 
 
