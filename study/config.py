@@ -84,15 +84,16 @@ class StudyConfig:
     num_samples: int = _opt(8, "asha, bayes: how many manual LRs to draw from --lr-range, per optimiser and seed", int)
     lr_range: tuple[float, ...] = _opt((1e-5, 1e-1), "asha, bayes: LOW,HIGH bounds of the manual LRs (log scale)", _floats)
     scheduler: str | None = _opt(None, "what stops manual trials early (never another arm): 'asha' or 'fifo' (nothing); --search bayes --scheduler asha lets ASHA prune the Bayesian search; not set: the search's own, asha for --search asha, fifo otherwise", choices=SCHEDULERS)
-    arms: tuple[str, ...] = _opt(("finder", "manual"), "which arms run: finder, manual, cyclic (Smith's cyclical LR over the finder's range), and the learning-rate-free prodigy (Prodigy, Adam-based, for either optimiser) and dadapt (D-Adaptation: DAdaptSGD with --momentum for sgd, DAdaptAdam for adam), at lr 1.0, one trial per optimiser and seed", _names(ARMS))
+    arms: tuple[str, ...] = _opt(("finder", "manual"), "which arms run: finder, manual, cyclic (Smith's cyclical LR over the finder's range), and the learning-rate-free prodigy (Prodigy, Adam-based, for any optimiser) and dadapt (D-Adaptation: DAdaptSGD with --momentum for sgd, DAdaptAdam for adam and adamw; both with --weight-decay under adamw), at lr 1.0, one trial per optimiser and seed", _names(ARMS))
     seeds: int = _opt(1, "run every arm with this many seeds: --seed, --seed+1, ...", int)
     preset: str | None = _opt(None, "'writeup': the write-up's setting (Adam, 5 epochs, 48k/12k split, no normalisation, LRs 1e-5,1e-4,1e-1,2e-3,0.0363)", choices=PRESETS)
     # -- training -----------------------------------------------------------------------------
     task: tuple[str, ...] = _opt(("fashion-lenet",), f"task(s), comma-separated: a model and its data; the study runs once per task. Built in, on Fashion-MNIST (docs/TRIALS.md): {', '.join(tasks.BUILTIN)}. Your own: path/to/file.py:NAME or package.module:NAME, an object with model and data (README: Your model, your data)", _tasks)
     epochs: int = _opt(10, "epochs per trial", int)
     batch_size: int = _opt(64, "mini-batch size", int)
-    optimizer: tuple[str, ...] = _opt(("sgd",), "optimiser(s), comma-separated: the study runs once per optimiser (sgd, adam)", _names(OPTIMIZERS))
+    optimizer: tuple[str, ...] = _opt(("sgd",), "optimiser(s), comma-separated: the study runs once per optimiser (sgd, adam, adamw: Adam with decoupled weight decay, --weight-decay)", _names(OPTIMIZERS))
     momentum: float = _opt(0.9, "SGD momentum", float)
+    weight_decay: float = _opt(0.01, "adamw: decoupled weight decay, torch's AdamW default (also the learning-rate-free arms' under adamw; sgd and adam have none)", float)
     lr_schedule: tuple[str, ...] = _opt(("constant",), "LR schedule(s), comma-separated: the study runs once per schedule, with the arm's LR (manual, the finder's pick, a Bayesian suggestion, the learning-rate-free arms' 1.0) as its peak: constant; onecycle (torch's OneCycleLR, per step, which also cycles the momentum, SGD's or Adam's beta1, 0.95-0.85-0.95 in place of --momentum); cosine (linear warm-up over 5 %% of the steps from 1 %% of the peak, then cosine decay to zero, per step). The cyclic arm keeps its own cycle", _names(LR_SCHEDULES))
     seed: int = _opt(0, "first seed of the trials (seed_everything) and seed of ASHA's LR draws (each bayes search's TPE sampler is seeded with its trials' seed)", int)
     # -- data ---------------------------------------------------------------------------------
@@ -162,8 +163,8 @@ class StudyConfig:
             raise ConfigError(f"--mode must be max or min, got {self.mode}")
         if self.target is not None and not math.isfinite(self.target):
             raise ConfigError(f"--target must be a finite number, got {self.target}")
-        if self.momentum < 0 or self.max_failures < 0:
-            raise ConfigError("--momentum and --max-failures must be >= 0")
+        if self.momentum < 0 or self.max_failures < 0 or not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError("--momentum, --weight-decay and --max-failures must be >= 0")
         if "dadapt" in self.arms and "sgd" in self.optimizer and not self.momentum < 1:
             raise ConfigError(f"--momentum must be below 1 for --arms dadapt with sgd (DAdaptSGD), got {self.momentum}")
         if not self.name or "/" in self.name or self.name in (".", ".."):
@@ -367,7 +368,7 @@ def data_settings(config: StudyConfig, batch_size: int | None) -> dict:
 # lr_schedule are MODULE, and these flags cannot apply to it, nor the arms that need the study's
 # optimiser. A task whose data is a live LightningDataModule splits and batches its data itself.
 MODULE = "module"
-OPTIMISER_FLAGS = ("optimizer", "lr_schedule", "momentum")
+OPTIMISER_FLAGS = ("optimizer", "lr_schedule", "momentum", "weight_decay")
 DATA_FLAGS = ("val_size", "split_seed", "normalize", "subset")
 STUDY_OPTIMISER_ARMS = ("cyclic", *LR_FREE)
 

@@ -77,7 +77,7 @@ def test_smoke_shrinks_unless_told_otherwise():
 
 def test_grid_points_are_a_finder_trial_per_default_rule_plus_each_lr_each_a_whole_config():
     points = trial_points(StudyConfig(lrs=(1e-3, 1e-1), seed=4, epochs=3, batch_size=32, subset=1000, normalize=False))
-    common = {"seed": 4, "task": "fashion-lenet", "optimizer": "sgd", "lr_schedule": "constant", "epochs": 3, "batch_size": 32, "momentum": 0.9,
+    common = {"seed": 4, "task": "fashion-lenet", "optimizer": "sgd", "lr_schedule": "constant", "epochs": 3, "batch_size": 32, "momentum": 0.9, "weight_decay": 0.01,
               "finder_min_lr": 1e-8, "finder_max_lr": 1.0, "finder_num_training": 100, "finder_mode": "exponential", "cpus_per_trial": 1,
               "val_size": 5000, "split_seed": 0, "normalize": False, "subset": 1000,
               "metric": "val_acc", "mode": "max", "target": None}

@@ -49,7 +49,7 @@ NUM_CLASSES = 10  # Fashion-MNIST's
 # The study settings a task's `defaults` may set: how its trials train and search, its validation
 # split, its optimisers and LR schedules (the settings it runs: study/config.py's `settings`), and
 # what its trials are compared on (the metric's fields, once StudyConfig has them).
-TASK_DEFAULTS = ("epochs", "batch_size", "momentum", "lrs", "lr_range", "num_samples", "finder_min_lr",
+TASK_DEFAULTS = ("epochs", "batch_size", "momentum", "weight_decay", "lrs", "lr_range", "num_samples", "finder_min_lr",
                  "finder_max_lr", "finder_num_training", "val_size", "optimizer", "lr_schedule",
                  "metric", "mode", "target")
 # Shipping a task's folder to every node (`ship`): what is never shipped (Ray's runtime_env

@@ -12,11 +12,12 @@ params.json):
 * the trial's point: "arm" ("finder" | "manual" | "cyclic" | "prodigy" | "dadapt"), "lr" (float:
   the manual LR, the base LR 1.0 of the learning-rate-free arms; None for the arms whose LR the
   range test picks), "seed", "task" (a --task spec: trainables/tasks.py), "optimizer" ("sgd" |
-  "adam"; "module": the module's own `configure_optimizers`), "finder_rule" (str, None for manual
+  "adam" | "adamw"; "module": the module's own `configure_optimizers`), "finder_rule" (str, None for manual
   and learning-rate-free trials);
 * training: "lr_schedule" ("constant" | "onecycle" | "cosine", peaking at the arm's LR; the
   cyclic arm keeps its own cycle; "module" with the module's own optimiser), "epochs",
-  "batch_size" (None: a live DataModule's own), "momentum" (SGD), "cpus_per_trial" (torch threads);
+  "batch_size" (None: a live DataModule's own), "momentum" (SGD), "weight_decay" (adamw's decoupled
+  decay), "cpus_per_trial" (torch threads);
   "metric", "mode": what the study compares on (reported as `objective` too, for Ray Tune);
 * the range test: "finder_min_lr", "finder_max_lr", "finder_num_training", "finder_mode";
 * the data the driver loaded and passed as `data`: "val_size", "split_seed", "normalize",
@@ -156,7 +157,7 @@ def _arm(config: dict, trainer, module, loaders: Loaders, trial_dir: Path, logge
     peak of the trial's LR schedule; the cyclic arm keeps its own cycle."""
     own = config["optimizer"] == OWN
     schedule = config["lr_schedule"] if config["arm"] != "cyclic" else "constant"
-    optim = None if own else Optim(config["optimizer"], config["momentum"], schedule)
+    optim = None if own else _optim(config, schedule)
     if config["arm"] == "manual":
         return config["lr"], optim
     if config["arm"] in LR_FREE:  # no range test: the optimiser adapts its step size from the base LR
@@ -180,9 +181,15 @@ def _arm(config: dict, trainer, module, loaders: Loaders, trial_dir: Path, logge
     return lr, optim
 
 
+def _optim(config: dict, schedule: str) -> Optim:
+    """The study's optimiser of the trial, under `schedule` (a config without `weight_decay`, an
+    older study's, had none)."""
+    return Optim(config["optimizer"], config["momentum"], schedule, weight_decay=config.get("weight_decay", 0.0))
+
+
 def _range_test(config: dict, trainer, module, loaders: Loaders) -> FinderResult:
     if config["optimizer"] != OWN:  # the probe: the study's optimiser, constant, no cycle
-        install(module, Optim(config["optimizer"], config["momentum"]))
+        install(module, _optim(config, "constant"))
     fit = loaders.fit_kwargs()
     return range_test(trainer, module, train_dataloaders=fit.get("train_dataloaders"), datamodule=fit.get("datamodule"),
                       min_lr=config["finder_min_lr"], max_lr=config["finder_max_lr"],
