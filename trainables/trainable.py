@@ -88,6 +88,19 @@ def train_trial(config: dict, data: dict[str, Dataset | None] | Dataset) -> None
               {"trial_start_ts": trial_start_ts, "node_id": node_id, "node_ip": node_ip or ray.util.get_node_ip_address()})
 
 
+def _build(config: dict, data: Dataset | None):
+    """The task's module, freshly built (after seeding), with its data's pretrained `weights` where it
+    has them (fashion-vit-finetune): loaded into the short form's model, every key it has but those
+    the weights lack (a fresh head) replaced; a key the model lacks is an error."""
+    module = build_module(config["task"])
+    if data is not None and data.weights is not None:
+        net = getattr(module, "net", module)  # the short form's model inside LitClassifier
+        unexpected = net.load_state_dict(data.weights, strict=False).unexpected_keys
+        if unexpected:
+            raise RuntimeError(f"the task's pretrained weights have keys its model lacks: {', '.join(unexpected)}")
+    return module
+
+
 def _loaders(config: dict, data: Dataset | None, device: torch.device) -> Loaders:
     if data is not None:
         return in_memory(data, config["batch_size"], config["seed"], device)
@@ -104,7 +117,7 @@ def run_trial(config: dict, data: Dataset | None, trial_dir: Path, checkpoint: t
     torch.set_num_threads(config["cpus_per_trial"])
     use_gpu = torch.cuda.is_available()  # Ray hides GPUs from trials that were given none
     framework.seed(config["seed"])
-    module = build_module(config["task"])  # after seeding: the seed's initial weights, whatever the arm
+    module = _build(config, data)  # after seeding: the seed's initial weights, whatever the arm
     pl = framework.package(module)
     loaders = _loaders(config, data, torch.device("cuda" if use_gpu else "cpu"))
 
@@ -203,7 +216,7 @@ def trial_range_test(config: dict, data: Dataset | None) -> FinderResult:
     framework.quiet()
     torch.set_num_threads(config["cpus_per_trial"])
     framework.seed(config["seed"])
-    module = build_module(config["task"])
+    module = _build(config, data)
     loaders = _loaders(config, data, torch.device("cpu"))
     trainer = framework.package(module).Trainer(
         max_epochs=config["epochs"], accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
