@@ -25,7 +25,7 @@ PRESETS = ("writeup",)
 # The study's dimensions besides the seed. Each is a StudyConfig field listing values and the key of
 # every trial's config that holds one of them; a *setting* is one value of each (`settings`), and
 # the analysis, tables, verdicts and figures iterate over settings. A new dimension is added here.
-DIMENSIONS = ("task", "optimizer", "lr_schedule")
+DIMENSIONS = ("task", "optimizer", "lr_schedule", "batch_size")
 
 
 class ConfigError(ValueError):
@@ -38,6 +38,14 @@ def _floats(text: str) -> tuple[float, ...]:
         return tuple(float(t) for t in items)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return tuple(int(t) for t in items)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
 
 
 def _names(allowed: tuple[str, ...]):
@@ -90,7 +98,7 @@ class StudyConfig:
     # -- training -----------------------------------------------------------------------------
     task: tuple[str, ...] = _opt(("fashion-lenet",), f"task(s), comma-separated: a model and its data; the study runs once per task. Built in, on Fashion-MNIST (docs/TRIALS.md): {', '.join(tasks.BUILTIN)}. Your own: path/to/file.py:NAME or package.module:NAME, an object with model and data (README: Your model, your data)", _tasks)
     epochs: int = _opt(10, "epochs per trial", int)
-    batch_size: int = _opt(64, "mini-batch size", int)
+    batch_size: tuple[int | None, ...] = _opt((64,), "mini-batch size(s), comma-separated: the study runs once per batch size, each with its own range test at that size", _ints)
     optimizer: tuple[str, ...] = _opt(("sgd",), "optimiser(s), comma-separated: the study runs once per optimiser (sgd, adam, adamw: Adam with decoupled weight decay, --weight-decay)", _names(OPTIMIZERS))
     momentum: float = _opt(0.9, "SGD momentum", float)
     weight_decay: float = _opt(0.01, "adamw: decoupled weight decay, torch's AdamW default (also the learning-rate-free arms' under adamw; sgd and adam have none)", float)
@@ -123,6 +131,10 @@ class StudyConfig:
     overwrite: bool = _opt(False, "replace an existing experiment --name instead of refusing")
     smoke: bool = _opt(False, "a real but tiny run (4,000 images, 2 epochs) for tests and a first look")
 
+    def __post_init__(self):
+        if self.batch_size is None or isinstance(self.batch_size, int):  # one batch size, as before it was a dimension
+            object.__setattr__(self, "batch_size", (self.batch_size,))
+
     def validate(self) -> "StudyConfig":
         """Raise ConfigError with one line for the first invalid setting; return self."""
         lrs_to_check = {"--lrs": self.lrs} if self.search == "grid" else {"--lr-range": self.lr_range}
@@ -144,15 +156,16 @@ class StudyConfig:
         if self.scheduler == "fifo" and self.search == "asha":
             raise ConfigError("--search asha always prunes with ASHA: drop --scheduler fifo")
         for flag, items in (("--arms", self.arms), ("--task", self.task), ("--optimizer", self.optimizer), ("--lr-schedule", self.lr_schedule),
-                            ("--finder-rules", self.finder_rules)):
+                            ("--finder-rules", self.finder_rules), ("--batch-size", self.batch_size)):
             if not items or len(set(items)) != len(items):
                 raise ConfigError(f"{flag} must list at least one value, each once")
-        for flag, value in (("--epochs", self.epochs), ("--seeds", self.seeds), ("--batch-size", self.batch_size), ("--cpus-per-trial", self.cpus_per_trial),
+        sizes = [b for b in self.batch_size if b is not None]  # None: a live DataModule's own (`fit_to_task`)
+        for flag, value in (("--epochs", self.epochs), ("--seeds", self.seeds), ("--batch-size", min(sizes, default=1)), ("--cpus-per-trial", self.cpus_per_trial),
                             ("--val-size", self.val_size), ("--finder-num-training", self.finder_num_training)):
             if value < 1:
                 raise ConfigError(f"{flag} must be at least 1, got {value}")
-        if self.subset is not None and self.subset < self.batch_size:
-            raise ConfigError(f"--subset must be at least --batch-size ({self.batch_size}), got {self.subset}")
+        if self.subset is not None and self.subset < max(sizes, default=1):
+            raise ConfigError(f"--subset must be at least --batch-size ({max(sizes)}), got {self.subset}")
         if self.gpus_per_trial is not None and not (math.isfinite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
             raise ConfigError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
         if not 0 < self.finder_min_lr < self.finder_max_lr:
@@ -173,7 +186,7 @@ class StudyConfig:
 
     def settings(self, task_configs: dict[str, "StudyConfig"] | None = None) -> list[dict]:
         """Every setting of the study, one value per dimension, in the order of the flags' values:
-        [{"task": "fashion-lenet", "optimizer": "sgd", "lr_schedule": "constant"}, ...]. Per task,
+        [{"task": "fashion-lenet", "optimizer": "sgd", "lr_schedule": "constant", "batch_size": 64}, ...]. Per task,
         the other dimensions' values are its own config's in `task_configs` where it has one (a
         task's defaults may set its optimisers and schedules: `with_task_defaults`)."""
         out = []
@@ -198,7 +211,7 @@ SMOKE = {"epochs": 2, "subset": 4000}
 # The write-up's setting, as closely as the data allows. Its notebook wrote the finder's LR to
 # `hparams` while the optimiser read another attribute set to 2e-3: hence the manual 2e-3, and the
 # finder's published pick 0.0363 as a manual LR too, so both readings are trained over seeds.
-PRESET = {"writeup": {"optimizer": ("adam",), "batch_size": 64, "epochs": 5, "val_size": 12_000, "split_seed": 7,
+PRESET = {"writeup": {"optimizer": ("adam",), "batch_size": (64,), "epochs": 5, "val_size": 12_000, "split_seed": 7,
                       "normalize": False, "search": "grid", "lrs": (1e-5, 1e-4, 1e-1, 2e-3, 0.0363),
                       "finder_min_lr": 1e-8, "finder_max_lr": 1.0, "finder_num_training": 100}}
 
@@ -235,6 +248,8 @@ def metric_settings(config: dict) -> dict:
 def dimension_value(dimension: str, value, tasks_of_study=()) -> str:
     """A dimension's value as tables, figures and folder names show it: a user's task by its short
     name, told apart from the study's other tasks (`tasks_of_study`: trainables/tasks.py `names`)."""
+    if dimension == "batch_size":
+        return f"b{value}" if value is not None else "b-own"  # a live DataModule's own batch size
     return tasks.name(value, tasks_of_study) if dimension == "task" else str(value)
 
 
@@ -243,8 +258,8 @@ def setting_label(setting: dict, settings: list[dict]) -> str:
     optimiser, and each other dimension's value where the settings take several ("sgd",
     "fashion-mlp/sgd"). Settings differ in some dimension, so their labels differ."""
     study_tasks = tuple(dict.fromkeys(s["task"] for s in settings))
-    return "/".join(dimension_value(d, setting[d], study_tasks) for d in DIMENSIONS
-                    if d == "optimizer" or len({s[d] for s in settings}) > 1)
+    return "/".join(dimension_value(d, setting.get(d), study_tasks) for d in DIMENSIONS
+                    if d == "optimizer" or len({s.get(d) for s in settings}) > 1)
 
 
 # What splits a task's data (trainables/data.py: `split`); a task's defaults may set val_size.
@@ -267,6 +282,8 @@ def typed(name: str, value):
     try:
         if isinstance(default, tuple) and isinstance(value, (list, tuple)):
             value = ",".join(map(str, value))
+        elif isinstance(default, tuple) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # one value of a list: `batch_size=128`
         if isinstance(value, str) and parse is not None:
             value = parse(value)
     except (argparse.ArgumentTypeError, ValueError) as e:
@@ -328,7 +345,7 @@ def build_parser(prog: str, description: str, only: tuple[str, ...] | None = Non
         if only is not None and f.name not in only:
             continue
         meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
-        shown = ",".join(f"{v:g}" if isinstance(v, float) else v for v in default) if isinstance(default, tuple) else default
+        shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default) if isinstance(default, tuple) else default
         if default is True:  # the flag that means something is the one that turns it off
             parser.add_argument(flag(f.name, default), dest=f.name, action="store_false",
                                 help=f"don't {meta['help']} (default: on)")
@@ -360,7 +377,7 @@ def config_from_values(given: dict, defaults: dict | None = None) -> StudyConfig
 
 def data_settings(config: StudyConfig, batch_size: int | None) -> dict:
     """What trainables.checks.load_data needs of a task's config: its split, the metric its module
-    must log, and `batch_size` (None: a live DataModule keeps its own)."""
+    must log, and `batch_size` (one of the study's, checked; None: a live DataModule keeps its own)."""
     return {**split_of(config), "metric": config.metric, "batch_size": batch_size}
 
 
@@ -391,7 +408,7 @@ def fit_to_task(config: StudyConfig, task: str, facts: dict, given: set[str], ba
         data_wrong = [flag(f, FIELDS[f].default) for f in DATA_FLAGS if f in given]
         wrong += data_wrong
         if not batch_size_set:
-            config = replace(config, batch_size=None)  # its own
+            config = replace(config, batch_size=(None,))  # its own
         if data_wrong:
             why = "its data is a LightningDataModule, which splits its own data"
     if wrong:

@@ -21,7 +21,8 @@ from study.config import DIMENSIONS, StudyConfig, dimension_value
 from trainables import LR_FREE, LR_FREE_LR
 
 # The StudyConfig fields that shape every trial alike; each trial's config carries them by name.
-TRIAL_SETTINGS = ("epochs", "batch_size", "momentum", "weight_decay", "finder_min_lr", "finder_max_lr", "finder_num_training",
+# (The dimensions, batch_size among them, come with the trial's setting.)
+TRIAL_SETTINGS = ("epochs", "momentum", "weight_decay", "finder_min_lr", "finder_max_lr", "finder_num_training",
                   "finder_mode", "cpus_per_trial", "val_size", "split_seed", "normalize", "subset",
                   "metric", "mode", "target")
 
