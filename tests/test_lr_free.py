@@ -144,7 +144,7 @@ def test_points_names_and_labels():
     class Trial:
         config, trial_id = points[0], "abc"
 
-    assert trial_dirname(Trial) == "prodigy_fashion-lenet_sgd_constant_s0_abc"
+    assert trial_dirname(Trial) == "prodigy_fashion-lenet_sgd_constant_b32_s0_abc"
     from study.progress import _label
     assert _label(points[3]) == "dadapt, adam, seed 0"
 

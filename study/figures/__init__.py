@@ -26,7 +26,7 @@ from study.figures.strategies import (plot_compute_vs_accuracy, plot_search_prog
                                      plot_test_metric_vs_lr)
 from trainables.files import write_atomic
 
-__all__ = ["FIGURES", "plot_compute_vs_accuracy", "plot_epochs", "plot_lr_finder", "plot_lr_finders", "plot_lr_vs_batch_size",
+__all__ = ["FIGURES", "OPTIONAL", "plot_compute_vs_accuracy", "plot_epochs", "plot_lr_finder", "plot_lr_finders", "plot_lr_vs_batch_size",
            "plot_search_progress", "plot_test_acc_vs_lr", "plot_test_metric_vs_lr", "save_figure", "write_figures"]
 
 FIGURES = {  # key: (file, title in report.md), in the report's order
@@ -40,6 +40,9 @@ FIGURES = {  # key: (file, title in report.md), in the report's order
     "lr_vs_batch_size": ("lr_vs_batch_size.png", "Best manual LR and the finder's picks against batch size, "
                          "beside linear and square-root scaling"),
 }
+# Figures only some studies have (several batch sizes): without data, not in the report at all, rather
+# than a "skipped" line in every report of one batch size.
+OPTIONAL = ("lr_vs_batch_size",)
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
@@ -53,7 +56,7 @@ def save_figure(fig: Figure, path: Path) -> Path:
 
 def write_figures(exp_dir: Path, experiment: Experiment, summary: dict) -> dict[str, str]:
     """Every figure into `exp_dir`: key -> its file name, or the reason it was skipped (a figure
-    without data is removed, not kept stale)."""
+    without data is removed, not kept stale; an OPTIONAL one without data has no key)."""
     figs = {
         "test_acc_vs_lr": (lambda: plot_test_metric_vs_lr(summary), "no trial has both an LR and a test metric"),
         "lr_finder": (lambda: plot_lr_finders(experiment, summary), "no usable range-test curve"),
@@ -71,7 +74,8 @@ def write_figures(exp_dir: Path, experiment: Experiment, summary: dict) -> dict[
         fig = draw()
         if fig is None:
             path.unlink(missing_ok=True)
-            names[key] = reason
+            if key not in OPTIONAL:
+                names[key] = reason
         else:
             save_figure(fig, path)
             names[key] = path.name
