@@ -32,20 +32,21 @@ class ConfigError(ValueError):
     """A setting is invalid; the message is one line meant for the user."""
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    try:
-        return tuple(float(t) for t in items)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+def _numbers(kind: type, what: str):
+    """A parser for a comma-separated list of `kind` (float, int), `what` naming them in its error."""
+
+    def parse(text: str) -> tuple:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        try:
+            return tuple(kind(t) for t in items)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {what}") from None
+
+    parse.__name__ = "list"
+    return parse
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    try:
-        return tuple(int(t) for t in items)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+_floats, _ints = _numbers(float, "numbers"), _numbers(int, "whole numbers")
 
 
 def _names(allowed: tuple[str, ...]):
