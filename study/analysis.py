@@ -327,7 +327,7 @@ def summarize(experiment: Experiment, target: float | None = None, metric: str |
         "finder_rules": list(config["finder_rules"]), "seeds": sorted(trials["seed"].unique().tolist()),
         "arms": first["arms"], "paired": first["paired"], "settings": settings,
         "finder": _flat(first["arms"].get("finder")), "best_manual": _flat(first["arms"].get("manual")),
-        "strategies": [{"setting": label, **{d: s[d] for d in DIMENSIONS}, **row}
+        "strategies": [{"setting": label, **{d: s.get(d) for d in DIMENSIONS}, **row}
                        for label, s in settings.items() for row in s["strategies"]],
         "trials": trials.to_dict("records"), "config": config,
         "versions": experiment.study.get("versions", {}), "started_at": experiment.study.get("started_at"),

@@ -25,19 +25,28 @@ PRESETS = ("writeup",)
 # The study's dimensions besides the seed. Each is a StudyConfig field listing values and the key of
 # every trial's config that holds one of them; a *setting* is one value of each (`settings`), and
 # the analysis, tables, verdicts and figures iterate over settings. A new dimension is added here.
-DIMENSIONS = ("task", "optimizer", "lr_schedule")
+DIMENSIONS = ("task", "optimizer", "lr_schedule", "batch_size")
 
 
 class ConfigError(ValueError):
     """A setting is invalid; the message is one line meant for the user."""
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    try:
-        return tuple(float(t) for t in items)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+def _numbers(kind: type, what: str):
+    """A parser for a comma-separated list of `kind` (float, int), `what` naming them in its error."""
+
+    def parse(text: str) -> tuple:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        try:
+            return tuple(kind(t) for t in items)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {what}") from None
+
+    parse.__name__ = "list"
+    return parse
+
+
+_floats, _ints = _numbers(float, "numbers"), _numbers(int, "whole numbers")
 
 
 def _names(allowed: tuple[str, ...]):
@@ -84,15 +93,16 @@ class StudyConfig:
     num_samples: int = _opt(8, "asha, bayes: how many manual LRs to draw from --lr-range, per optimiser and seed", int)
     lr_range: tuple[float, ...] = _opt((1e-5, 1e-1), "asha, bayes: LOW,HIGH bounds of the manual LRs (log scale)", _floats)
     scheduler: str | None = _opt(None, "what stops manual trials early (never another arm): 'asha' or 'fifo' (nothing); --search bayes --scheduler asha lets ASHA prune the Bayesian search; not set: the search's own, asha for --search asha, fifo otherwise", choices=SCHEDULERS)
-    arms: tuple[str, ...] = _opt(("finder", "manual"), "which arms run: finder, manual, cyclic (Smith's cyclical LR over the finder's range), and the learning-rate-free prodigy (Prodigy, Adam-based, for either optimiser) and dadapt (D-Adaptation: DAdaptSGD with --momentum for sgd, DAdaptAdam for adam), at lr 1.0, one trial per optimiser and seed", _names(ARMS))
+    arms: tuple[str, ...] = _opt(("finder", "manual"), "which arms run: finder, manual, cyclic (Smith's cyclical LR over the finder's range), and the learning-rate-free prodigy (Prodigy, Adam-based, for any optimiser) and dadapt (D-Adaptation: DAdaptSGD with --momentum for sgd, DAdaptAdam for adam and adamw; both with --weight-decay under adamw), at lr 1.0, one trial per optimiser and seed", _names(ARMS))
     seeds: int = _opt(1, "run every arm with this many seeds: --seed, --seed+1, ...", int)
     preset: str | None = _opt(None, "'writeup': the write-up's setting (Adam, 5 epochs, 48k/12k split, no normalisation, LRs 1e-5,1e-4,1e-1,2e-3,0.0363)", choices=PRESETS)
     # -- training -----------------------------------------------------------------------------
     task: tuple[str, ...] = _opt(("fashion-lenet",), f"task(s), comma-separated: a model and its data; the study runs once per task. Built in, on Fashion-MNIST (docs/TRIALS.md): {', '.join(tasks.BUILTIN)}. Your own: path/to/file.py:NAME or package.module:NAME, an object with model and data (README: Your model, your data)", _tasks)
     epochs: int = _opt(10, "epochs per trial", int)
-    batch_size: int = _opt(64, "mini-batch size", int)
-    optimizer: tuple[str, ...] = _opt(("sgd",), "optimiser(s), comma-separated: the study runs once per optimiser (sgd, adam)", _names(OPTIMIZERS))
+    batch_size: tuple[int | None, ...] = _opt((64,), "mini-batch size(s), comma-separated: the study runs once per batch size, each with its own range test at that size", _ints)
+    optimizer: tuple[str, ...] = _opt(("sgd",), "optimiser(s), comma-separated: the study runs once per optimiser (sgd, adam, adamw: Adam with decoupled weight decay, --weight-decay)", _names(OPTIMIZERS))
     momentum: float = _opt(0.9, "SGD momentum", float)
+    weight_decay: float = _opt(0.01, "adamw: decoupled weight decay, torch's AdamW default (also the learning-rate-free arms' under adamw; sgd and adam have none)", float)
     lr_schedule: tuple[str, ...] = _opt(("constant",), "LR schedule(s), comma-separated: the study runs once per schedule, with the arm's LR (manual, the finder's pick, a Bayesian suggestion, the learning-rate-free arms' 1.0) as its peak: constant; onecycle (torch's OneCycleLR, per step, which also cycles the momentum, SGD's or Adam's beta1, 0.95-0.85-0.95 in place of --momentum); cosine (linear warm-up over 5 %% of the steps from 1 %% of the peak, then cosine decay to zero, per step). The cyclic arm keeps its own cycle", _names(LR_SCHEDULES))
     seed: int = _opt(0, "first seed of the trials (seed_everything) and seed of ASHA's LR draws (each bayes search's TPE sampler is seeded with its trials' seed)", int)
     # -- data ---------------------------------------------------------------------------------
@@ -122,6 +132,10 @@ class StudyConfig:
     overwrite: bool = _opt(False, "replace an existing experiment --name instead of refusing")
     smoke: bool = _opt(False, "a real but tiny run (4,000 images, 2 epochs) for tests and a first look")
 
+    def __post_init__(self):
+        if self.batch_size is None or isinstance(self.batch_size, int):  # one batch size, as before it was a dimension
+            object.__setattr__(self, "batch_size", (self.batch_size,))
+
     def validate(self) -> "StudyConfig":
         """Raise ConfigError with one line for the first invalid setting; return self."""
         lrs_to_check = {"--lrs": self.lrs} if self.search == "grid" else {"--lr-range": self.lr_range}
@@ -143,15 +157,16 @@ class StudyConfig:
         if self.scheduler == "fifo" and self.search == "asha":
             raise ConfigError("--search asha always prunes with ASHA: drop --scheduler fifo")
         for flag, items in (("--arms", self.arms), ("--task", self.task), ("--optimizer", self.optimizer), ("--lr-schedule", self.lr_schedule),
-                            ("--finder-rules", self.finder_rules)):
+                            ("--finder-rules", self.finder_rules), ("--batch-size", self.batch_size)):
             if not items or len(set(items)) != len(items):
                 raise ConfigError(f"{flag} must list at least one value, each once")
-        for flag, value in (("--epochs", self.epochs), ("--seeds", self.seeds), ("--batch-size", self.batch_size), ("--cpus-per-trial", self.cpus_per_trial),
+        sizes = [b for b in self.batch_size if b is not None]  # None: a live DataModule's own (`fit_to_task`)
+        for flag, value in (("--epochs", self.epochs), ("--seeds", self.seeds), ("--batch-size", min(sizes, default=1)), ("--cpus-per-trial", self.cpus_per_trial),
                             ("--val-size", self.val_size), ("--finder-num-training", self.finder_num_training)):
             if value < 1:
                 raise ConfigError(f"{flag} must be at least 1, got {value}")
-        if self.subset is not None and self.subset < self.batch_size:
-            raise ConfigError(f"--subset must be at least --batch-size ({self.batch_size}), got {self.subset}")
+        if self.subset is not None and self.subset < max(sizes, default=1):
+            raise ConfigError(f"--subset must be at least --batch-size ({max(sizes)}), got {self.subset}")
         if self.gpus_per_trial is not None and not (math.isfinite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
             raise ConfigError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
         if not 0 < self.finder_min_lr < self.finder_max_lr:
@@ -162,8 +177,8 @@ class StudyConfig:
             raise ConfigError(f"--mode must be max or min, got {self.mode}")
         if self.target is not None and not math.isfinite(self.target):
             raise ConfigError(f"--target must be a finite number, got {self.target}")
-        if self.momentum < 0 or self.max_failures < 0:
-            raise ConfigError("--momentum and --max-failures must be >= 0")
+        if self.momentum < 0 or self.max_failures < 0 or not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError("--momentum, --weight-decay and --max-failures must be >= 0")
         if "dadapt" in self.arms and "sgd" in self.optimizer and not self.momentum < 1:
             raise ConfigError(f"--momentum must be below 1 for --arms dadapt with sgd (DAdaptSGD), got {self.momentum}")
         if not self.name or "/" in self.name or self.name in (".", ".."):
@@ -172,7 +187,7 @@ class StudyConfig:
 
     def settings(self, task_configs: dict[str, "StudyConfig"] | None = None) -> list[dict]:
         """Every setting of the study, one value per dimension, in the order of the flags' values:
-        [{"task": "fashion-lenet", "optimizer": "sgd", "lr_schedule": "constant"}, ...]. Per task,
+        [{"task": "fashion-lenet", "optimizer": "sgd", "lr_schedule": "constant", "batch_size": 64}, ...]. Per task,
         the other dimensions' values are its own config's in `task_configs` where it has one (a
         task's defaults may set its optimisers and schedules: `with_task_defaults`)."""
         out = []
@@ -197,7 +212,7 @@ SMOKE = {"epochs": 2, "subset": 4000}
 # The write-up's setting, as closely as the data allows. Its notebook wrote the finder's LR to
 # `hparams` while the optimiser read another attribute set to 2e-3: hence the manual 2e-3, and the
 # finder's published pick 0.0363 as a manual LR too, so both readings are trained over seeds.
-PRESET = {"writeup": {"optimizer": ("adam",), "batch_size": 64, "epochs": 5, "val_size": 12_000, "split_seed": 7,
+PRESET = {"writeup": {"optimizer": ("adam",), "batch_size": (64,), "epochs": 5, "val_size": 12_000, "split_seed": 7,
                       "normalize": False, "search": "grid", "lrs": (1e-5, 1e-4, 1e-1, 2e-3, 0.0363),
                       "finder_min_lr": 1e-8, "finder_max_lr": 1.0, "finder_num_training": 100}}
 
@@ -234,6 +249,8 @@ def metric_settings(config: dict) -> dict:
 def dimension_value(dimension: str, value, tasks_of_study=()) -> str:
     """A dimension's value as tables, figures and folder names show it: a user's task by its short
     name, told apart from the study's other tasks (`tasks_of_study`: trainables/tasks.py `names`)."""
+    if dimension == "batch_size":
+        return f"b{value}" if value is not None else "b-own"  # a live DataModule's own batch size
     return tasks.name(value, tasks_of_study) if dimension == "task" else str(value)
 
 
@@ -242,8 +259,8 @@ def setting_label(setting: dict, settings: list[dict]) -> str:
     optimiser, and each other dimension's value where the settings take several ("sgd",
     "fashion-mlp/sgd"). Settings differ in some dimension, so their labels differ."""
     study_tasks = tuple(dict.fromkeys(s["task"] for s in settings))
-    return "/".join(dimension_value(d, setting[d], study_tasks) for d in DIMENSIONS
-                    if d == "optimizer" or len({s[d] for s in settings}) > 1)
+    return "/".join(dimension_value(d, setting.get(d), study_tasks) for d in DIMENSIONS
+                    if d == "optimizer" or len({s.get(d) for s in settings}) > 1)
 
 
 # What splits a task's data (trainables/data.py: `split`); a task's defaults may set val_size.
@@ -266,6 +283,8 @@ def typed(name: str, value):
     try:
         if isinstance(default, tuple) and isinstance(value, (list, tuple)):
             value = ",".join(map(str, value))
+        elif isinstance(default, tuple) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # one value of a list: `batch_size=128`
         if isinstance(value, str) and parse is not None:
             value = parse(value)
     except (argparse.ArgumentTypeError, ValueError) as e:
@@ -327,7 +346,7 @@ def build_parser(prog: str, description: str, only: tuple[str, ...] | None = Non
         if only is not None and f.name not in only:
             continue
         meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
-        shown = ",".join(f"{v:g}" if isinstance(v, float) else v for v in default) if isinstance(default, tuple) else default
+        shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default) if isinstance(default, tuple) else default
         if default is True:  # the flag that means something is the one that turns it off
             parser.add_argument(flag(f.name, default), dest=f.name, action="store_false",
                                 help=f"don't {meta['help']} (default: on)")
@@ -359,14 +378,14 @@ def config_from_values(given: dict, defaults: dict | None = None) -> StudyConfig
 
 def data_settings(config: StudyConfig, batch_size: int | None) -> dict:
     """What trainables.checks.load_data needs of a task's config: its split, the metric its module
-    must log, and `batch_size` (None: a live DataModule keeps its own)."""
+    must log, and `batch_size` (one of the study's, checked; None: a live DataModule keeps its own)."""
     return {**split_of(config), "metric": config.metric, "batch_size": batch_size}
 
 
 # A task whose module builds its own optimiser trains with it: its settings' optimizer and
 # lr_schedule are OWN_OPTIMIZER ("module"), and these flags cannot apply to it, nor the arms that need the study's
 # optimiser. A task whose data is a live LightningDataModule splits and batches its data itself.
-OPTIMISER_FLAGS = ("optimizer", "lr_schedule", "momentum")
+OPTIMISER_FLAGS = ("optimizer", "lr_schedule", "momentum", "weight_decay")
 DATA_FLAGS = ("val_size", "split_seed", "normalize", "subset")
 STUDY_OPTIMISER_ARMS = ("cyclic", *LR_FREE)
 
@@ -389,7 +408,7 @@ def fit_to_task(config: StudyConfig, task: str, facts: dict, given: set[str], ba
         data_wrong = [flag(f, FIELDS[f].default) for f in DATA_FLAGS if f in given]
         wrong += data_wrong
         if not batch_size_set:
-            config = replace(config, batch_size=None)  # its own
+            config = replace(config, batch_size=(None,))  # its own
         if data_wrong:
             why = "its data is a LightningDataModule, which splits its own data"
     if wrong:

@@ -60,7 +60,8 @@ def stored_config(config: StudyConfig, given: set[str]) -> StudyConfig:
     except (OSError, ValueError, KeyError):
         raise ConfigError(f"--resume: {storage.join(location, storage.STUDY_FILE)} is missing or unreadable") from None
     known = {f.name: f.default for f in fields(StudyConfig)}
-    merged = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known}
+    merged = {k: tuple(v) if isinstance(v, list) else (v,) if isinstance(known[k], tuple) else v  # an older study's one
+              for k, v in stored.items() if k in known}                                            # batch size: a tuple
     resumed = StudyConfig(**{**merged, **{k: getattr(config, k) for k in RESUME_FLAGS}})
     for name in known:  # in the order of --help
         if name in given and name not in RESUME_FLAGS and getattr(config, name) != getattr(resumed, name):
@@ -90,7 +91,7 @@ def _prepare(config: StudyConfig, loaded: dict | None = None, task_configs: dict
     configs = {spec: (task_configs or {}).get(spec, config) for spec in loaded}
     sized = {spec: "batch_size" in given or "batch_size" in task.defaults for spec, task in loaded.items()}
     try:
-        data, facts = load_data(loaded, {spec: data_settings(configs[spec], configs[spec].batch_size if sized[spec] else None)
+        data, facts = load_data(loaded, {spec: data_settings(configs[spec], configs[spec].batch_size[0] if sized[spec] else None)
                                          for spec in loaded})
     except (DataError, TaskError) as e:
         raise ConfigError(str(e)) from None

@@ -238,7 +238,8 @@ def settings_of(config: dict, settings: list[dict] | None = None) -> dict[str, d
     optimisers and schedules), else `StudyConfig.settings` of its config as a dict (a dimension an
     older study lacks has its default). One setting per label: a task by its whole spec."""
     if settings is None:
-        settings = StudyConfig(**{d: tuple(config.get(d) or getattr(StudyConfig, d)) for d in DIMENSIONS}).settings()
+        values = {d: config.get(d) or getattr(StudyConfig, d) for d in DIMENSIONS}  # an older study's batch size: one int
+        settings = StudyConfig(**{d: tuple(v) if isinstance(v, (list, tuple)) else (v,) for d, v in values.items()}).settings()
     return {setting_label(s, settings): s for s in settings}
 
 

@@ -117,7 +117,8 @@ def render_markdown(summary: dict, figures: dict[str, str]) -> str:
     if not summary["trials"]:
         lines += ["_No trials found._", ""]
     lines += ["## Figures", ""]
-    for i, (key, (_, title)) in enumerate(FIGURES.items(), start=1):
+    drawn = [(key, title) for key, (_, title) in FIGURES.items() if key in figures]  # an OPTIONAL one only with data
+    for i, (key, title) in enumerate(drawn, start=1):
         if len(measures) == 1 and metric != "val_acc":  # the figures' titles name the study's metric
             title = (title.replace("Test accuracy", test_metric(metric)).replace("test accuracy", test_metric(metric))
                      .replace("validation accuracy", metric))

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     same = same_picks(rows)
     text = (f"Each rule's pick: median [min, max] over seeds {config.seed}..{config.seed + config.seeds - 1} "
-            f"(batch {config.batch_size}, momentum {config.momentum} for sgd).\n\n{table(rows)}\n\n"
+            f"(batch {','.join(map(str, config.batch_size))}, momentum {config.momentum} for sgd).\n\n{table(rows)}\n\n"
             + ("Same pick on every range test: " + ", ".join(f"{a} = {b}" for a, b in same) if same
                else "No two rules picked the same LR on every range test.")
             + f"\n\n{len(rows)} range tests in {seconds:.1f} s.\n")

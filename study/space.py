@@ -21,7 +21,8 @@ from study.config import DIMENSIONS, StudyConfig, dimension_value
 from trainables import LR_FREE, LR_FREE_LR
 
 # The StudyConfig fields that shape every trial alike; each trial's config carries them by name.
-TRIAL_SETTINGS = ("epochs", "batch_size", "momentum", "finder_min_lr", "finder_max_lr", "finder_num_training",
+# (The dimensions, batch_size among them, come with the trial's setting.)
+TRIAL_SETTINGS = ("epochs", "momentum", "weight_decay", "finder_min_lr", "finder_max_lr", "finder_num_training",
                   "finder_mode", "cpus_per_trial", "val_size", "split_seed", "normalize", "subset",
                   "metric", "mode", "target")
 
@@ -115,10 +116,11 @@ def param_space(points: list[dict]) -> dict:
 
 
 def trial_dirname(trial, tasks: tuple[str, ...] = ()) -> str:
-    """Trial folders (and so TensorBoard runs) named by what they are: "manual_lr=0.01_sgd_s0_<id>",
+    """Trial folders (and so TensorBoard runs) named by what they are and each dimension of their setting,
+    "manual_lr=0.01_fashion-lenet_sgd_constant_b64_s0_<id>",
     "finder-valley_sgd_s0_<id>", "prodigy_sgd_s0_<id>" (a learning-rate-free arm: its LR is adapted);
     a task by its short name among the study's `tasks` (bind them: `functools.partial`)."""
     c = trial.config
     label = c["arm"] if c["arm"] in LR_FREE else \
         f"{c['arm']}_lr={c['lr']:.3g}" if c["lr"] is not None else f"{c['arm']}-{c['finder_rule']}"
-    return "_".join([label, *(dimension_value(d, c[d], tasks) for d in DIMENSIONS), f"s{c['seed']}", trial.trial_id])
+    return "_".join([label, *(dimension_value(d, c[d], tasks) for d in DIMENSIONS if d in c), f"s{c['seed']}", trial.trial_id])

@@ -367,8 +367,10 @@ def written(experiment, tmp_path):
 
 def test_report_reads_nothing_from_disk(written):
     out, _, paths = written
-    assert sorted(p.name for p in out.iterdir()) == sorted(report.OUTPUTS)
-    for key, (name, _) in figures.FIGURES.items():
+    always = {key: v for key, v in figures.FIGURES.items() if key not in figures.OPTIONAL}  # one batch size here
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(report.OUTPUTS) - {"lr_vs_batch_size.png"})
+    assert "lr_vs_batch_size" not in paths
+    for key, (name, _) in always.items():
         data = paths[key].read_bytes()
         assert paths[key] == out / name and data[:8] == PNG_MAGIC and len(data) > 5000
 
@@ -399,8 +401,8 @@ def test_report_md_sections(written):
     for line in verdicts.verdict_lines(summary):
         assert line in md
     assert md.count("## Setting: ") == 2 and md.count("### Finder rules") == 2 and md.count("### Range tests") == 2
-    for name, _ in figures.FIGURES.values():
-        assert f"]({name})" in md
+    for key, (name, _) in figures.FIGURES.items():
+        assert (f"]({name})" in md) != (key in figures.OPTIONAL)  # one batch size: no batch-size figure, nor a line for it
     assert "diverged" in md
     assert "optimizer=['sgd', 'adam'], lr_schedule=['constant'], seeds=" in md  # the setup names the LR schedules
 
@@ -529,6 +531,8 @@ def test_every_figure_stays_readable_at_500_seeds(experiment, tmp_path):
     assert summary["settings"]["sgd"]["arms"]["finder"]["n_trials"] == 500
     paths = report.write_report(tmp_path, big, summary)
     for key, (name, _) in figures.FIGURES.items():
+        if key in figures.OPTIONAL:  # one batch size
+            continue
         width, height = Image.open(tmp_path / name).size
         assert width <= 2000 and height <= 2000, (name, width, height)
     strategies = {r["strategy"] for r in summary["strategies"]}

@@ -77,7 +77,7 @@ def test_smoke_shrinks_unless_told_otherwise():
 
 def test_grid_points_are_a_finder_trial_per_default_rule_plus_each_lr_each_a_whole_config():
     points = trial_points(StudyConfig(lrs=(1e-3, 1e-1), seed=4, epochs=3, batch_size=32, subset=1000, normalize=False))
-    common = {"seed": 4, "task": "fashion-lenet", "optimizer": "sgd", "lr_schedule": "constant", "epochs": 3, "batch_size": 32, "momentum": 0.9,
+    common = {"seed": 4, "task": "fashion-lenet", "optimizer": "sgd", "lr_schedule": "constant", "epochs": 3, "batch_size": 32, "momentum": 0.9, "weight_decay": 0.01,
               "finder_min_lr": 1e-8, "finder_max_lr": 1.0, "finder_num_training": 100, "finder_mode": "exponential", "cpus_per_trial": 1,
               "val_size": 5000, "split_seed": 0, "normalize": False, "subset": 1000,
               "metric": "val_acc", "mode": "max", "target": None}
@@ -113,7 +113,7 @@ def test_lr_schedules_are_a_dimension_of_every_trial_its_folder_and_its_label():
     assert parse().lr_schedule == ("constant",)
     c = parse("--lr-schedule", "constant,onecycle,cosine", "--optimizer", "sgd,adam", "--arms", "manual,cyclic",
               "--lrs", "0.1", "--seeds", "2")
-    assert c.settings() == [{"task": "fashion-lenet", "optimizer": o, "lr_schedule": s} for o in ("sgd", "adam")
+    assert c.settings() == [{"task": "fashion-lenet", "optimizer": o, "lr_schedule": s, "batch_size": 64} for o in ("sgd", "adam")
                             for s in ("constant", "onecycle", "cosine")]
     points = trial_points(c)
     assert len(points) == 2 * 3 * 2 * 2  # optimisers x schedules x seeds x arms
@@ -126,7 +126,7 @@ def test_lr_schedules_are_a_dimension_of_every_trial_its_folder_and_its_label():
     class Trial:
         config, trial_id = points[7], "abc"  # sgd, onecycle, seed 1: cyclic, manual
 
-    assert trial_dirname(Trial) == "manual_lr=0.1_fashion-lenet_sgd_onecycle_s1_abc"
+    assert trial_dirname(Trial) == "manual_lr=0.1_fashion-lenet_sgd_onecycle_b64_s1_abc"
     assert [setting_label(s, c.settings()) for s in c.settings()[:3]] == ["sgd/constant", "sgd/onecycle", "sgd/cosine"]
     assert setting_label({"optimizer": "adam", "lr_schedule": "cosine"}, parse("--lr-schedule", "cosine").settings()) == "adam"
 
@@ -135,7 +135,7 @@ def test_tasks_are_a_dimension_of_every_trial_its_folder_and_its_label():
     assert parse().task == ("fashion-lenet",)  # without --task, today's study
     c = parse("--task", "fashion-mlp,fashion-resnet", "--optimizer", "sgd,adam", "--arms", "finder,manual",
               "--finder-rules", "valley", "--lrs", "0.1")
-    assert c.settings() == [{"task": t, "optimizer": o, "lr_schedule": "constant"}
+    assert c.settings() == [{"task": t, "optimizer": o, "lr_schedule": "constant", "batch_size": 64}
                             for t in ("fashion-mlp", "fashion-resnet") for o in ("sgd", "adam")]
     points = trial_points(c)
     assert [(p["task"], p["optimizer"], p["arm"]) for p in points] == [
@@ -144,7 +144,7 @@ def test_tasks_are_a_dimension_of_every_trial_its_folder_and_its_label():
     class Trial:
         config, trial_id = points[5], "abc"
 
-    assert trial_dirname(Trial) == "manual_lr=0.1_fashion-resnet_sgd_constant_s0_abc"
+    assert trial_dirname(Trial) == "manual_lr=0.1_fashion-resnet_sgd_constant_b64_s0_abc"
     assert [setting_label(s, c.settings()) for s in c.settings()] == [
         "fashion-mlp/sgd", "fashion-mlp/adam", "fashion-resnet/sgd", "fashion-resnet/adam"]
     assert setting_label(c.settings()[0], parse("--task", "fashion-mlp").settings()) == "sgd"  # one task: not named
@@ -162,7 +162,7 @@ def test_bayes_search_and_its_scheduler_parse():
 
 def test_writeup_preset_is_the_write_ups_setting():
     c = parse("--preset", "writeup")
-    assert c.optimizer == ("adam",) and c.epochs == 5 and c.batch_size == 64 and c.val_size == 12_000
+    assert c.optimizer == ("adam",) and c.epochs == 5 and c.batch_size == (64,) and c.val_size == 12_000
     assert c.split_seed == 7 and c.normalize is False and c.lrs == (1e-5, 1e-4, 1e-1, 2e-3, 0.0363)
     assert (c.finder_min_lr, c.finder_max_lr, c.finder_num_training) == (1e-8, 1.0, 100)
     assert parse("--preset", "writeup", "--epochs", "2").epochs == 2
@@ -196,7 +196,7 @@ def test_asha_draws_are_seeded_log_uniform_and_in_range():
     (["--optimizer", "rmsprop"], "unknown 'rmsprop'"),
     (["--optimizer", "sgd,sgd"], "each once"),
     (["--lr-schedule", "step"], "unknown 'step'; choose from constant, onecycle, cosine"),
-    (["--task", "fashion-vit"], "unknown 'fashion-vit'; choose from fashion-lenet, fashion-mlp, fashion-resnet"),
+    (["--task", "fashion-bert"], "unknown 'fashion-bert'; choose from fashion-lenet, fashion-mlp, fashion-resnet, fashion-vit, fashion-vit-finetune"),
     (["--task", "fashion-mlp,fashion-mlp"], "--task must list at least one value, each once"),
     (["--lr-schedule", "onecycle,onecycle"], "--lr-schedule must list at least one value, each once"),
     (["--lr-schedule", ""], "--lr-schedule must list"),
@@ -442,8 +442,8 @@ def test_a_tasks_defaults_may_set_its_own_optimisers_and_schedules_and_each_sett
     assert (mlp.optimizer, mlp.lr_schedule, mlp.val_size) == (("adam",), ("constant", "cosine"), 1000)
     assert with_task_defaults(c, {"optimizer": "adam"}, given={"optimizer"}).optimizer == ("sgd",)  # the flag wins
     settings = c.settings({"fashion-mlp": mlp})
-    assert [tuple(s.values()) for s in settings] == [("fashion-lenet", "sgd", "constant"), ("fashion-mlp", "adam", "constant"),
-                                                     ("fashion-mlp", "adam", "cosine")]
+    assert [tuple(s.values()) for s in settings] == [("fashion-lenet", "sgd", "constant", 64), ("fashion-mlp", "adam", "constant", 64),
+                                                     ("fashion-mlp", "adam", "cosine", 64)]
     assert [setting_label(s, settings) for s in settings] == ["fashion-lenet/sgd/constant", "fashion-mlp/adam/constant",
                                                               "fashion-mlp/adam/cosine"]
     one = parse("--arms", "manual", "--lrs", "0.1")  # one task, two schedules of its own: still two labels

@@ -144,9 +144,9 @@ def test_points_names_and_labels():
     class Trial:
         config, trial_id = points[0], "abc"
 
-    assert trial_dirname(Trial) == "prodigy_fashion-lenet_sgd_constant_s0_abc"
+    assert trial_dirname(Trial) == "prodigy_fashion-lenet_sgd_constant_b32_s0_abc"
     from study.progress import _label
-    assert _label(points[3]) == "dadapt, adam, seed 0"
+    assert _label(points[3]) == "dadapt, adam, b32, seed 0"  # its batch size (32) is not the default
 
 
 def test_asha_never_prunes_them():

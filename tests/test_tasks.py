@@ -120,14 +120,16 @@ def sibling_task(folder: Path, sibling: str = "nets", classes: int = 2, defaults
 
 
 # The built-in tasks' sizes, as docs/TRIALS.md states them
-BUILTIN_PARAMETERS = {"fashion-lenet": 61_706, "fashion-mlp": 235_146, "fashion-resnet": 19_706}
+BUILTIN_PARAMETERS = {"fashion-lenet": 61_706, "fashion-mlp": 235_146, "fashion-resnet": 19_706, "fashion-vit": 139_018,
+                      "fashion-vit-finetune": 138_693}
+BUILTIN_CLASSES = {"fashion-vit-finetune": 5}  # its classes 5-9, labelled 0-4; the others all ten
 
 
 @pytest.mark.parametrize("name", list(tasks.BUILTIN))
 def test_each_built_in_task_gives_logits_over_fashion_mnists_classes_at_its_documented_size(name):
     torch.manual_seed(0)
     model = tasks.build_model(name)
-    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, tasks.NUM_CLASSES)
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, BUILTIN_CLASSES.get(name, tasks.NUM_CLASSES))
     parameters = sum(p.numel() for p in model.parameters())
     assert parameters == BUILTIN_PARAMETERS[name]
     row = next(line for line in (REPO / "docs" / "TRIALS.md").read_text().splitlines() if line.startswith(f"  | `{name}` |"))
@@ -178,7 +180,7 @@ def test_a_missing_task_file_or_module_is_one_line(tmp_path, capsys, fresh_tasks
     assert "no_such_package.tasks does not import (ModuleNotFoundError: No module named 'no_such_package')" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="2"):  # argparse's own exit
         main(["--task", "nothing-like-a-task"])
-    assert "choose from fashion-lenet, fashion-mlp, fashion-resnet, or name your own" in capsys.readouterr().err
+    assert "choose from fashion-lenet, fashion-mlp, fashion-resnet, fashion-vit, fashion-vit-finetune, or name your own" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("source, message", [
@@ -278,8 +280,8 @@ def test_two_task_files_of_one_stem_are_two_tasks_named_apart_and_imported_apart
 
     config = StudyConfig(task=(a, b), arms=("manual",), lrs=(0.1,), val_size=20)
     task_configs = {spec: with_task_defaults(config, t.defaults, given={"arms", "lrs"}, task=spec) for spec, t in loaded.items()}
-    assert config.settings(task_configs) == [{"task": a, "optimizer": "sgd", "lr_schedule": "constant"},
-                                             {"task": b, "optimizer": "adam", "lr_schedule": "cosine"}]
+    assert config.settings(task_configs) == [{"task": a, "optimizer": "sgd", "lr_schedule": "constant", "batch_size": 64},
+                                             {"task": b, "optimizer": "adam", "lr_schedule": "cosine", "batch_size": 64}]
     the_plan = plan(config, task_configs)
     assert [(p["task"], p["optimizer"], p["lr_schedule"], p["val_size"]) for p in the_plan.points] == \
         [(a, "sgd", "constant", 20), (b, "adam", "cosine", 10)]
@@ -290,7 +292,7 @@ def test_two_task_files_of_one_stem_are_two_tasks_named_apart_and_imported_apart
     class Trial:
         config, trial_id = the_plan.points[1], "abc"
 
-    assert trial_dirname(Trial, tasks=(a, b)) == "manual_lr=0.1_b.task.TASK_adam_cosine_s0_abc"
+    assert trial_dirname(Trial, tasks=(a, b)) == "manual_lr=0.1_b.task.TASK_adam_cosine_b64_s0_abc"
     data, _, _ = _prepare(config, loaded, task_configs)  # each task's data split by its own val_size
     assert [data[spec].sizes() for spec in (a, b)] == [{"train": 60, "val": 20, "test": 20}, {"train": 70, "val": 10, "test": 20}]
     shared, _ = load_data({a: loaded[a], b: replace(loaded[b], data=loaded[a].data)},  # one data, two splits
@@ -326,7 +328,7 @@ def test_a_task_folder_too_large_to_ship_is_refused_and_what_never_ships_is_not_
 
 
 @pytest.mark.parametrize("defaults, message", [
-    ("{'optimizer': 'rmsprop'}", r"its defaults set optimizer to 'rmsprop': unknown 'rmsprop'; choose from sgd, adam$"),
+    ("{'optimizer': 'rmsprop'}", r"its defaults set optimizer to 'rmsprop': unknown 'rmsprop'; choose from sgd, adam, adamw$"),
     ("{'epochs': 2.5}", r"its defaults set epochs to 2.5: takes a whole number, not 2.5$"),
     ("{'val_size': 100}", r"--val-size 100 must be between 1 and 79 \(the training examples less one\)$"),  # found while Ray starts
 ])

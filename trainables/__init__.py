@@ -5,13 +5,16 @@ only for the split, when it loads a dataset), so the driver, which hands `train_
 Tune and reads the data, never pays for Lightning.
 """
 
-OPTIMIZERS = ("sgd", "adam")  # the study's optimisers, for a module without its own (trainables/optim.py builds them)
+# The study's optimisers, for a module without its own (trainables/optim.py builds them): SGD with
+# momentum, Adam, and AdamW (Adam with decoupled weight decay, --weight-decay).
+OPTIMIZERS = ("sgd", "adam", "adamw")
 # How the LR moves over a training, from the arm's LR as its peak (trainables/optim.py builds them):
 # constant (no scheduler at all), torch's OneCycleLR, or a linear warm-up then cosine decay to zero.
 LR_SCHEDULES = ("constant", "onecycle", "cosine")
 # Learning-rate-free optimisers, one arm each (trainables/optim.py builds them): Prodigy
 # (prodigyopt) whatever the optimiser; D-Adaptation's DAdaptSGD (with the study's momentum) for
-# sgd, DAdaptAdam for adam. They train at the base LR their authors recommend, LR_FREE_LR.
+# sgd, DAdaptAdam for adam and adamw. Under adamw both decay the weights, decoupled, by
+# --weight-decay (their own `weight_decay`, `decouple=True`). They train at the base LR their authors recommend, LR_FREE_LR.
 LR_FREE = ("prodigy", "dadapt")
 # The optimizer and lr_schedule of a setting whose module builds its own optimiser (its
 # configure_optimizers): the study's flags do not apply to it.

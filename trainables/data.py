@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray
     source: str
+    weights: dict | None = None  # a state dict each trial loads into its model (the data's `weights()`)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
@@ -286,4 +287,6 @@ def from_task(task, spec: str, val_size: int = 5_000, split_seed: int = 0, norma
         raise DataError(f"--task {spec}: its data is {_bytes(size)}, more than the {_bytes(MAX_DATA_BYTES)} limit "
                         "(MAX_DATA_BYTES in trainables/data.py) for data held in memory")
     source = getattr(task.data, "source", None) or spec  # where the built-in tasks found Fashion-MNIST
-    return split((train_x, train_y, test_x, test_y), val_size, split_seed, normalize, subset, str(source))
+    dataset = split((train_x, train_y, test_x, test_y), val_size, split_seed, normalize, subset, str(source))
+    weights = getattr(task.data, "weights", None)  # pretrained weights: computed here, in the driver, once
+    return replace(dataset, weights=weights()) if callable(weights) else dataset

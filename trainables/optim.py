@@ -3,7 +3,7 @@
 A LightningModule that overrides `configure_optimizers` trains with its own optimiser, whatever the
 study's flags. One that does not (the short form's `LitClassifier`, or a user's module without it)
 gets the study's: `install` gives it a `configure_optimizers` that builds, from the module's LR as
-Lightning's Tuner reads it (`lr` or `learning_rate`), SGD (momentum) or Adam, optionally a
+Lightning's Tuner reads it (`lr` or `learning_rate`), SGD (momentum), Adam or AdamW, optionally a
 cyclical LR, or a learning-rate-free optimiser (Prodigy, D-Adaptation) that adapts its own step
 size; the LR constant or on a schedule (one-cycle, cosine) that peaks at it.
 """
@@ -26,7 +26,8 @@ WARMUP_START = 0.01  # ... from this fraction of the peak LR
 
 @dataclass(frozen=True)
 class Optim:
-    """How the study trains a module: `optimizer` (OPTIMIZERS) with `momentum` (SGD);
+    """How the study trains a module: `optimizer` (OPTIMIZERS) with `momentum` (SGD) or
+    `weight_decay` (AdamW's decoupled decay, and the learning-rate-free arms' under adamw);
     `lr_schedule` (LR_SCHEDULES), the module's LR its peak; `cyclic_min_lr` set: the LR cycles
     (triangular CyclicLR) between it and the module's LR; `lr_free` set ("prodigy", "dadapt"): that
     optimiser, the module's LR its base LR."""
@@ -36,6 +37,7 @@ class Optim:
     lr_schedule: str = "constant"
     cyclic_min_lr: float | None = None
     lr_free: str | None = None
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -93,14 +95,19 @@ def _optimizer(params, lr: float, optim: Optim) -> torch.optim.Optimizer:
     # D-Adaptation: no weight decay, unlimited growth_rate). Both take an LR schedule on that
     # base LR ("use the same scheduler you would normally use"; Prodigy's README: cosine, and
     # safeguard_warmup=True under a warm-up, which both schedules here start with).
-    if optim.lr_free == "prodigy":  # Adam-based, for either --optimizer
-        return Prodigy(params, lr=lr, safeguard_warmup=optim.lr_schedule != "constant")
+    # Under adamw, both decay the weights as AdamW does, decoupled from the gradient, by
+    # `weight_decay` (Prodigy's `decouple` is on by default; DAdaptAdam's is set).
+    decay = optim.weight_decay if optim.optimizer == "adamw" else 0.0
+    if optim.lr_free == "prodigy":  # Adam-based, for any --optimizer
+        return Prodigy(params, lr=lr, safeguard_warmup=optim.lr_schedule != "constant", weight_decay=decay)
     if optim.lr_free == "dadapt":
         if optim.optimizer == "sgd":
             return DAdaptSGD(params, lr=lr, momentum=optim.momentum)
-        return DAdaptAdam(params, lr=lr)
+        return DAdaptAdam(params, lr=lr, weight_decay=decay, decouple=True)
     if optim.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=optim.momentum)
+    if optim.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=optim.weight_decay)
     return torch.optim.Adam(params, lr=lr)
 
 

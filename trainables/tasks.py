@@ -16,6 +16,10 @@ arguments that returns one, with these attributes:
   in the driver (trainables/data.py: `from_task`);
 * `in_memory` (optional, False): read a DataModule's loaders once into memory instead, the arrays'
   fast path: exact only where its batches do not change from epoch to epoch (no augmentation);
+* `weights` (optional, on arrays' `data`): a function of no arguments returning a state dict that
+  each trial loads into its freshly built model (the short form's, strict=False: keys it lacks keep
+  their fresh draw), read once in the driver with the data and shipped with it (the pretrained
+  ViT of fashion-vit-finetune, trainables/pretrain.py);
 * `defaults` (optional): study settings by their StudyConfig field names (`{"epochs": 5}`), for
   the ones the command line does not set (`TASK_DEFAULTS` lists which may be).
 
@@ -40,7 +44,7 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -49,7 +53,7 @@ NUM_CLASSES = 10  # Fashion-MNIST's
 # The study settings a task's `defaults` may set: how its trials train and search, its validation
 # split, its optimisers and LR schedules (the settings it runs: study/config.py's `settings`), and
 # what its trials are compared on (the metric's fields, once StudyConfig has them).
-TASK_DEFAULTS = ("epochs", "batch_size", "momentum", "lrs", "lr_range", "num_samples", "finder_min_lr",
+TASK_DEFAULTS = ("epochs", "batch_size", "momentum", "weight_decay", "lrs", "lr_range", "num_samples", "finder_min_lr",
                  "finder_max_lr", "finder_num_training", "val_size", "optimizer", "lr_schedule",
                  "metric", "mode", "target")
 # Shipping a task's folder to every node (`ship`): what is never shipped (Ray's runtime_env
@@ -112,6 +116,47 @@ def resnet() -> "torch.nn.Module":  # noqa: F821
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, NUM_CLASSES))
 
 
+def vit() -> "torch.nn.Module":  # noqa: F821
+    """A small Vision Transformer (trainables/model.py ViT): 7x7 patches (16 tokens and a class
+    token), width 64, 4 pre-LayerNorm blocks of 4 heads, MLP 128; 139,018 parameters."""
+    from trainables.model import ViT
+
+    return ViT(NUM_CLASSES)
+
+
+FINETUNE_CLASSES = (5, 6, 7, 8, 9)  # what fashion-vit-finetune fine-tunes on, labelled 0-4
+PRETRAIN_CLASSES = (0, 1, 2, 3, 4)  # what its ViT was pretrained on (trainables/pretrain.py)
+
+
+def vit_finetune() -> "torch.nn.Module":  # noqa: F821
+    """fashion-vit's ViT with a 5-class head; the trial loads the pretrained weights into all but
+    the head (the data's `weights`)."""
+    from trainables.model import ViT
+
+    return ViT(len(FINETUNE_CLASSES))
+
+
+@dataclass(frozen=True)
+class FineTune(FashionMNIST):
+    """fashion-vit-finetune's `data`: Fashion-MNIST's classes 5-9, labelled 0-4 (train and test),
+    and `weights()`, the ViT pretrained on classes 0-4 by `recipe` (trainables/pretrain.py: once,
+    then from its cache), which the driver reads with the data and ships with it to the trials."""
+
+    recipe: Any = None  # a trainables.pretrain.Recipe; None: its defaults
+
+    def __call__(self):
+        from trainables.pretrain import restrict
+
+        train_x, train_y, test_x, test_y = super().__call__()
+        return (*restrict(train_x, train_y, FINETUNE_CLASSES), *restrict(test_x, test_y, FINETUNE_CLASSES))
+
+    def weights(self) -> dict:
+        from trainables.pretrain import Recipe, pretrained
+
+        train_x, train_y, test_x, test_y = super().__call__()
+        return pretrained(self.recipe or Recipe(classes=PRETRAIN_CLASSES), (train_x, train_y), (test_x, test_y))
+
+
 @dataclass(frozen=True)
 class Task:
     """A task as the study uses it: the contract's attributes, checked (`load`)."""
@@ -128,6 +173,11 @@ BUILTIN = {
     "fashion-lenet": Task(lenet, FashionMNIST(), {"target": 0.88}),
     "fashion-mlp": Task(mlp, FashionMNIST(), {"target": 0.88}),
     "fashion-resnet": Task(resnet, FashionMNIST(), {"epochs": 5, "target": 0.88}),
+    # fashion-vit trains 5 epochs (~20 s each on one core): its 27-trial study (3 seeds, one
+    # optimiser and schedule) about an hour here. docs/TRIALS.md: the sizing, and the fine-tuning.
+    "fashion-vit": Task(vit, FashionMNIST(), {"epochs": 5, "target": 0.85}),
+    "fashion-vit-finetune": Task(vit_finetune, FineTune(), {"epochs": 5, "target": 0.9,
+                                                           "lrs": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)}),
 }
 
 
@@ -299,7 +349,7 @@ def load(spec: str, data_dir: str | None = None, driver: bool = False) -> Task:
         return _loaded[key]
     if is_builtin(spec):
         task = BUILTIN[spec]
-        task = Task(task.model, FashionMNIST(data_dir), task.defaults)
+        task = Task(task.model, replace(task.data, data_dir=data_dir), task.defaults)
     else:
         where, attr = parse_spec(spec)
         if is_object(spec):

@@ -12,11 +12,12 @@ params.json):
 * the trial's point: "arm" ("finder" | "manual" | "cyclic" | "prodigy" | "dadapt"), "lr" (float:
   the manual LR, the base LR 1.0 of the learning-rate-free arms; None for the arms whose LR the
   range test picks), "seed", "task" (a --task spec: trainables/tasks.py), "optimizer" ("sgd" |
-  "adam"; "module": the module's own `configure_optimizers`), "finder_rule" (str, None for manual
+  "adam" | "adamw"; "module": the module's own `configure_optimizers`), "finder_rule" (str, None for manual
   and learning-rate-free trials);
 * training: "lr_schedule" ("constant" | "onecycle" | "cosine", peaking at the arm's LR; the
   cyclic arm keeps its own cycle; "module" with the module's own optimiser), "epochs",
-  "batch_size" (None: a live DataModule's own), "momentum" (SGD), "cpus_per_trial" (torch threads);
+  "batch_size" (None: a live DataModule's own), "momentum" (SGD), "weight_decay" (adamw's decoupled
+  decay), "cpus_per_trial" (torch threads);
   "metric", "mode": what the study compares on (reported as `objective` too, for Ray Tune);
 * the range test: "finder_min_lr", "finder_max_lr", "finder_num_training", "finder_mode";
 * the data the driver loaded and passed as `data`: "val_size", "split_seed", "normalize",
@@ -86,6 +87,19 @@ def train_trial(config: dict, data: dict[str, Dataset | None] | Dataset) -> None
               {"trial_start_ts": trial_start_ts, "node_id": node_id, "node_ip": node_ip or ray.util.get_node_ip_address()})
 
 
+def _build(config: dict, data: Dataset | None):
+    """The task's module, freshly built (after seeding), with its data's pretrained `weights` where it
+    has them (fashion-vit-finetune): loaded into the short form's model, every key it has but those
+    the weights lack (a fresh head) replaced; a key the model lacks is an error."""
+    module = build_module(config["task"])
+    if data is not None and data.weights is not None:
+        net = getattr(module, "net", module)  # the short form's model inside LitClassifier
+        unexpected = net.load_state_dict(data.weights, strict=False).unexpected_keys
+        if unexpected:
+            raise RuntimeError(f"the task's pretrained weights have keys its model lacks: {', '.join(unexpected)}")
+    return module
+
+
 def _loaders(config: dict, data: Dataset | None, device: torch.device) -> Loaders:
     if data is not None:
         return in_memory(data, config["batch_size"], config["seed"], device)
@@ -102,7 +116,7 @@ def run_trial(config: dict, data: Dataset | None, trial_dir: Path, checkpoint: t
     torch.set_num_threads(config["cpus_per_trial"])
     use_gpu = torch.cuda.is_available()  # Ray hides GPUs from trials that were given none
     framework.seed(config["seed"])
-    module = build_module(config["task"])  # after seeding: the seed's initial weights, whatever the arm
+    module = _build(config, data)  # after seeding: the seed's initial weights, whatever the arm
     pl = framework.package(module)
     loaders = _loaders(config, data, torch.device("cuda" if use_gpu else "cpu"))
 
@@ -156,7 +170,7 @@ def _arm(config: dict, trainer, module, loaders: Loaders, trial_dir: Path, logge
     peak of the trial's LR schedule; the cyclic arm keeps its own cycle."""
     own = config["optimizer"] == OWN_OPTIMIZER
     schedule = config["lr_schedule"] if config["arm"] != "cyclic" else "constant"
-    optim = None if own else Optim(config["optimizer"], config["momentum"], schedule)
+    optim = None if own else _optim(config, schedule)
     if config["arm"] == "manual":
         return config["lr"], optim
     if config["arm"] in LR_FREE:  # no range test: the optimiser adapts its step size from the base LR
@@ -180,9 +194,15 @@ def _arm(config: dict, trainer, module, loaders: Loaders, trial_dir: Path, logge
     return lr, optim
 
 
+def _optim(config: dict, schedule: str) -> Optim:
+    """The study's optimiser of the trial, under `schedule` (a config without `weight_decay`, an
+    older study's, had none)."""
+    return Optim(config["optimizer"], config["momentum"], schedule, weight_decay=config.get("weight_decay", 0.0))
+
+
 def _range_test(config: dict, trainer, module, loaders: Loaders) -> FinderResult:
     if config["optimizer"] != OWN_OPTIMIZER:  # the probe: the study's optimiser, constant, no cycle
-        install(module, Optim(config["optimizer"], config["momentum"]))
+        install(module, _optim(config, "constant"))
     fit = loaders.fit_kwargs()
     return range_test(trainer, module, train_dataloaders=fit.get("train_dataloaders"), datamodule=fit.get("datamodule"),
                       min_lr=config["finder_min_lr"], max_lr=config["finder_max_lr"],
@@ -196,7 +216,7 @@ def trial_range_test(config: dict, data: Dataset | None) -> FinderResult:
     framework.quiet()
     torch.set_num_threads(config["cpus_per_trial"])
     framework.seed(config["seed"])
-    module = build_module(config["task"])
+    module = _build(config, data)
     loaders = _loaders(config, data, torch.device("cpu"))
     trainer = framework.package(module).Trainer(
         max_epochs=config["epochs"], accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,

@@ -1,7 +1,8 @@
 """The report's figures: matplotlib on its Agg canvas (no screen, no pyplot), from the analysis alone.
 
 One module per kind of figure: `epochs` (per-epoch curves), `lr_finder` (the range tests),
-`strategies` (the test metric against LR, compute against it, the search as it ran); `layout` is the
+`strategies` (the test metric against LR, compute against it, the search as it ran), `batch_size`
+(the best LR and the finder's picks against the batch size); `layout` is the
 one way a figure is laid out (a panel per setting, one legend, numbers on every axis, at most 2,000
 pixels a side). Each panel is drawn on its setting's metric (val_acc, maximised, by default); the
 files keep their names whatever the metric (val_acc.png holds each setting's own metric). A new
@@ -17,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from study.experiment import Experiment
+from study.figures.batch_size import plot_lr_vs_batch_size
 from study.figures.epochs import METRIC, plot_epochs
 from study.figures.layout import DPI
 from study.figures.lr_finder import plot_lr_finder, plot_lr_finders
@@ -24,7 +26,7 @@ from study.figures.strategies import (plot_compute_vs_accuracy, plot_search_prog
                                      plot_test_metric_vs_lr)
 from trainables.files import write_atomic
 
-__all__ = ["FIGURES", "plot_compute_vs_accuracy", "plot_epochs", "plot_lr_finder", "plot_lr_finders",
+__all__ = ["FIGURES", "OPTIONAL", "plot_compute_vs_accuracy", "plot_epochs", "plot_lr_finder", "plot_lr_finders", "plot_lr_vs_batch_size",
            "plot_search_progress", "plot_test_acc_vs_lr", "plot_test_metric_vs_lr", "save_figure", "write_figures"]
 
 FIGURES = {  # key: (file, title in report.md), in the report's order
@@ -35,7 +37,12 @@ FIGURES = {  # key: (file, title in report.md), in the report's order
     "train_curves": ("train_curves.png", "training loss, accuracy and the LR each epoch ended at (its schedule's)"),
     "compute_vs_accuracy": ("compute_vs_accuracy.png", "Every strategy: work per seed against delivered test accuracy"),
     "search_progress": ("search_progress.png", "The manual search as it ran: best validation accuracy against work"),
+    "lr_vs_batch_size": ("lr_vs_batch_size.png", "Best manual LR and the finder's picks against batch size, "
+                         "beside linear and square-root scaling"),
 }
+# Figures only some studies have (several batch sizes): without data, not in the report at all, rather
+# than a "skipped" line in every report of one batch size.
+OPTIONAL = ("lr_vs_batch_size",)
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
@@ -49,7 +56,7 @@ def save_figure(fig: Figure, path: Path) -> Path:
 
 def write_figures(exp_dir: Path, experiment: Experiment, summary: dict) -> dict[str, str]:
     """Every figure into `exp_dir`: key -> its file name, or the reason it was skipped (a figure
-    without data is removed, not kept stale)."""
+    without data is removed, not kept stale; an OPTIONAL one without data has no key)."""
     figs = {
         "test_acc_vs_lr": (lambda: plot_test_metric_vs_lr(summary), "no trial has both an LR and a test metric"),
         "lr_finder": (lambda: plot_lr_finders(experiment, summary), "no usable range-test curve"),
@@ -59,6 +66,7 @@ def write_figures(exp_dir: Path, experiment: Experiment, summary: dict) -> dict[
                          "no trial reported train_loss or train_acc"),
         "compute_vs_accuracy": (lambda: plot_compute_vs_accuracy(summary), "no strategy delivered a tested model"),
         "search_progress": (lambda: plot_search_progress(summary), "no manual search"),
+        "lr_vs_batch_size": (lambda: plot_lr_vs_batch_size(summary), "one batch size per task, optimiser and schedule"),
     }
     names = {}
     for key, (draw, reason) in figs.items():
@@ -66,7 +74,8 @@ def write_figures(exp_dir: Path, experiment: Experiment, summary: dict) -> dict[
         fig = draw()
         if fig is None:
             path.unlink(missing_ok=True)
-            names[key] = reason
+            if key not in OPTIONAL:
+                names[key] = reason
         else:
             save_figure(fig, path)
             names[key] = path.name
