@@ -356,7 +356,8 @@ def test_two_task_files_of_one_stem_with_sibling_imports_run_a_real_study_as_two
     assert [(s["task"], s["n_trials"]) for s in summary["settings"].values()] == [(a, 1), (b, 1)]
     assert sorted((t["task"], t["status"], t["val_size"]) for t in summary["trials"]) == [(a, "finished", 20), (b, "finished", 20)]
     folders = sorted(p.parent.name for p in (tmp_path / "r" / "two").glob("*/params.json"))
-    assert [f.split("_s0_")[0] for f in folders] == ["manual_lr=0.1_a.task.TASK_sgd_constant", "manual_lr=0.1_b.task.TASK_adam_constant"]
+    assert [f.split("_s0_")[0] for f in folders] == ["manual_lr=0.1_a.task.TASK_sgd_constant_b10",
+                                                     "manual_lr=0.1_b.task.TASK_adam_constant_b10"]
 
 
 # -- the premise, for every task ---------------------------------------------------------------------
