@@ -16,6 +16,7 @@ Runs in this process on --cpus-per-trial threads; no Ray.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -47,13 +48,14 @@ def run_range_tests(config: StudyConfig, data) -> list[dict]:
     from trainables.trainable import trial_range_test
 
     rows = []
-    for task, optimizer in ((task, optimizer) for task in config.task for optimizer in config.optimizer):
+    for task, optimizer, batch_size in itertools.product(config.task, config.optimizer, config.batch_size):
         for setting, (min_lr, max_lr, steps) in SETTINGS.items():
             for seed in range(config.seed, config.seed + config.seeds):
                 trial = {**{k: getattr(config, k) for k in TRIAL_SETTINGS}, "task": task, "optimizer": optimizer,
-                         "seed": seed, "finder_min_lr": min_lr, "finder_max_lr": max_lr, "finder_num_training": steps}
+                         "batch_size": batch_size, "seed": seed, "finder_min_lr": min_lr, "finder_max_lr": max_lr,
+                         "finder_num_training": steps}
                 result = trial_range_test(trial, data[task] if isinstance(data, dict) else data)
-                rows.append({"task": task, "optimizer": optimizer, "setting": setting, "seed": seed, "min_lr": min_lr,
+                rows.append({"task": task, "optimizer": optimizer, "batch_size": batch_size, "setting": setting, "seed": seed, "min_lr": min_lr,
                              "max_lr": max_lr, "num_training": steps, "points": len(result.lrs),
                              "seconds": result.seconds, "suggestions": result.suggestions,
                              "suggestions_lightning_curve": result.suggestions_lightning_curve})

@@ -268,8 +268,8 @@ def test_a_users_task_folders_are_shipped_to_a_node_that_cannot_see_them(local_c
     assert proc.returncode == 0, tail(proc)
     trials = trial_rows(tmp_path / "results" / "shipped")
     assert sorted((folder.split("_s0_")[0], rows[-1]["task"]) for folder, rows in trials.items()) == [
-        ("finder-valley_a.task.TASK_sgd_constant_b64", a), ("finder-valley_b.task.TASK_sgd_constant_b64", b),
-        ("manual_lr=0.1_a.task.TASK_sgd_constant_b64", a), ("manual_lr=0.1_b.task.TASK_sgd_constant_b64", b)], sorted(trials)
+        ("finder-valley_a.task.TASK_sgd_constant_b128", a), ("finder-valley_b.task.TASK_sgd_constant_b128", b),
+        ("manual_lr=0.1_a.task.TASK_sgd_constant_b128", a), ("manual_lr=0.1_b.task.TASK_sgd_constant_b128", b)], sorted(trials)
     assert all(len(rows) == 2 for rows in trials.values()), {k: len(v) for k, v in trials.items()}  # --smoke's epochs
     assert len({row["node_id"] for rows in trials.values() for row in rows}) == 1  # the worker: the head has no CPU
     work = {rows[-1]["task"]: rows[-1]["flops_per_train_step"] for rows in trials.values()}

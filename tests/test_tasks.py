@@ -429,12 +429,13 @@ def test_the_example_task_runs_a_real_study_from_a_folder_outside_the_repository
     folders = sorted(p.parent.name for p in (tmp_path / "r" / "mine").glob("*/params.json"))
     assert len(folders) == 4 and sum("_my_task.TASK_sgd_" in f for f in folders) == 2, folders
     summary = json.loads((tmp_path / "r" / "mine" / "summary.json").read_text())
-    assert list(summary["settings"]) == ["my_task.TASK/sgd", "fashion-lenet/sgd"], list(summary["settings"])
+    # its own batch size (its defaults' 128) tells its setting apart from LeNet's 64 too
+    assert list(summary["settings"]) == ["my_task.TASK/sgd/b128", "fashion-lenet/sgd/b64"], list(summary["settings"])
     for params in (tmp_path / "r" / "mine").glob("*my_task*/params.json"):
         config = json.loads(params.read_text())
         assert config["task"] == f"{outside / 'my_task.py'}:TASK" and config["epochs"] == 2  # --smoke over its defaults
         assert config["batch_size"] == 128  # its own default
-    assert "my_task.TASK/sgd" in (tmp_path / "r" / "mine" / "report.md").read_text()
+    assert "my_task.TASK/sgd/b128" in (tmp_path / "r" / "mine" / "report.md").read_text()
 
 
 @pytest.mark.slow
