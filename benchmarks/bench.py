@@ -107,25 +107,20 @@ def _epoch_seconds(result) -> list[float]:
     return list(result.metrics_dataframe["time_this_iter_s"])[1:]
 
 
-def bench_throughput(epochs: int, subset: int | None) -> dict:
-    """A plain loop and a real trial side by side (1 CPU each, two at once as in the study)."""
+def _race(trainable, common: dict, kinds: tuple[str, str], name: str, env: dict) -> dict[str, list[float]]:
+    """`trainable` once per kind (`config["kind"]`), side by side in one Ray Tune run on a local Ray
+    of 2 CPUs, 1 each: each kind's seconds per epoch (`_epoch_seconds`)."""
     import ray
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from study.config import StudyConfig
-    from study.space import trial_points
-    from trainables.data import load_dataset
-
-    data = load_dataset(subset=subset)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
-    [common] = trial_points(StudyConfig(epochs=epochs, subset=subset, arms=("manual",), lrs=(0.01,)))  # a study's trial
+             runtime_env={"env_vars": {"TQDM_DISABLE": "1", **env}})
     try:
         results = tune.Tuner(
-            tune.with_resources(tune.with_parameters(_side_by_side, data=data), {"cpu": 1}),
-            param_space={**common, "kind": tune.grid_search(["plain", "trial"])},
-            run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="lrstudy-bench-"), name="throughput", verbose=0,
+            tune.with_resources(trainable, {"cpu": 1}),
+            param_space={**common, "kind": tune.grid_search(list(kinds))},
+            run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="lrstudy-bench-"), name=name, verbose=0,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                       sync_config=tune.SyncConfig(sync_artifacts=True, sync_period=15),
                                       # the per-epoch seconds come from result.json, whatever the environment says
@@ -133,7 +128,22 @@ def bench_throughput(epochs: int, subset: int | None) -> dict:
         ).fit()
     finally:
         ray.shutdown()
-    epochs_s = {r.config["kind"]: _epoch_seconds(r) for r in results}
+    if results.errors:
+        raise RuntimeError(f"{name} benchmark: {results.errors[0]}")
+    return {r.config["kind"]: _epoch_seconds(r) for r in results}
+
+
+def bench_throughput(epochs: int, subset: int | None) -> dict:
+    """A plain loop and a real trial side by side (1 CPU each, two at once as in the study)."""
+    from ray import tune
+
+    from study.config import StudyConfig
+    from study.space import trial_points
+    from trainables.data import load_dataset
+
+    data = load_dataset(subset=subset)
+    [common] = trial_points(StudyConfig(epochs=epochs, subset=subset, arms=("manual",), lrs=(0.01,)))  # a study's trial
+    epochs_s = _race(tune.with_parameters(_side_by_side, data=data), common, ("plain", "trial"), "throughput", {})
     seconds = {kind: statistics.median(s) for kind, s in epochs_s.items()}
     per_epoch = [p / t for p, t in zip(epochs_s["plain"], epochs_s["trial"])]  # the machine's noise shows here
     return {"images_per_epoch": data.sizes(), "plain_s_per_epoch": seconds["plain"], "trial_s_per_epoch": seconds["trial"],
@@ -180,32 +190,16 @@ def _module_side_by_side(config: dict) -> None:
 
 def bench_module(epochs: int, subset: int | None) -> dict:
     """A bare Trainer.fit and a real trial of a user's module side by side (1 CPU each)."""
-    import ray
-    from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from study.config import StudyConfig
     from study.space import trial_points
 
     here = str(Path(__file__).resolve().parent.parent)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             runtime_env={"env_vars": {"TQDM_DISABLE": "1", "LRSTUDY_BENCH_SUBSET": str(subset or ""), "PYTHONPATH": here}})
     [common] = trial_points(StudyConfig(epochs=epochs, arms=("manual",), lrs=(0.01,), task=(MODULE_TASK,)))
     common.update(optimizer="module", lr_schedule="module", batch_size=None)  # its own optimiser and batches
-    try:
-        results = tune.Tuner(
-            tune.with_resources(_module_side_by_side, {"cpu": 1}),
-            param_space={**common, "kind": tune.grid_search(["bare", "trial"])},
-            run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="lrstudy-bench-"), name="module", verbose=0,
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                      sync_config=tune.SyncConfig(sync_artifacts=True, sync_period=15),
-                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback()]),
-        ).fit()
-    finally:
-        ray.shutdown()
-    if results.errors:
-        raise RuntimeError(f"module benchmark: {results.errors[0]}")
-    epochs_s = {r.config["kind"]: _epoch_seconds(r)[:-1] for r in results}  # the last: the trial's test set too
+    epochs_s = _race(_module_side_by_side, common, ("bare", "trial"), "module",
+                     {"LRSTUDY_BENCH_SUBSET": str(subset or ""), "PYTHONPATH": here})
+    epochs_s = {kind: s[:-1] for kind, s in epochs_s.items()}  # the last: the trial's test set too
     seconds = {kind: statistics.median(s) for kind, s in epochs_s.items()}
     per_epoch = [b / t for b, t in zip(epochs_s["bare"], epochs_s["trial"])]
     return {"subset": subset, "bare_s_per_epoch": seconds["bare"], "trial_s_per_epoch": seconds["trial"],

@@ -16,6 +16,7 @@ from functools import cache
 from types import ModuleType
 
 import torch
+from pytorch_lightning.utilities.data import extract_batch_size  # the same function in either package
 from ray import tune
 from torch.utils._pytree import tree_leaves
 
@@ -37,12 +38,6 @@ def fingerprint(*tensors: torch.Tensor) -> str:
     for t in tensors:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def batch_size(batch) -> int:
-    from pytorch_lightning.utilities.data import extract_batch_size
-
-    return extract_batch_size(batch)
 
 
 def _loss(outputs):
@@ -123,7 +118,7 @@ class _ReportToTune:
             self._counting.start()  # the first step of a fresh trial, counted as it runs
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        n = batch_size(batch)
+        n = extract_batch_size(batch)
         if "flops_per_train_step" not in self.fixed:
             self.fixed.update(flops_per_train_step=self._counting.stop(), flops_step_samples=n)
         self.steps += 1  # one optimiser step per batch (no gradient accumulation)
@@ -135,14 +130,14 @@ class _ReportToTune:
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int,
                                 dataloader_idx: int = 0) -> None:
-        n = batch_size(batch)
+        n = extract_batch_size(batch)
         flops = self._counting.stop()
         if flops is not None:
             self.fixed["flops_per_eval_sample"] = flops // n
         self.eval_samples += n
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.eval_samples += batch_size(batch)
+        self.eval_samples += extract_batch_size(batch)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._counting.stop()  # a count left running (a divergence in the first step) ends here

@@ -15,12 +15,14 @@ Lightning's beta, the curve fastai's rules are written for. Lightning's own curv
 from __future__ import annotations
 
 import time
+from importlib import import_module
 from dataclasses import dataclass, field
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.data import extract_batch_size
 
+from trainables.framework import package
 from trainables.finder_rules import RULES, lightning_rule, suggest
 
 BETA = 0.98  # Lightning's _LRCallback(beta=0.98), which lr_find does not let a caller change
@@ -73,9 +75,7 @@ def range_test(trainer, model, train_dataloaders=None, datamodule=None, min_lr: 
     of one epoch over 10 batches would end the test after 10 steps. So the epoch limit is lifted
     while the test runs, and restored after.
     """
-    from importlib import import_module
-
-    tuner = import_module(type(trainer).__module__.split(".trainer")[0] + ".tuner").Tuner
+    tuner = import_module(package(model).__name__ + ".tuner").Tuner  # the module's own Lightning
     raw, samples = [], [0]
     hook = model.on_train_batch_end  # the module's own (bound) hook, called first
 

@@ -42,6 +42,10 @@ def is_datamodule(obj) -> bool:
                for c in type(obj).__mro__)
 
 
+def is_lightning_module_class(obj) -> bool:
+    return isinstance(obj, type) and any(c.__name__ == "LightningModule" for c in obj.__mro__)
+
+
 def is_datamodule_class(obj) -> bool:
     return isinstance(obj, type) and any(c.__name__ == "LightningDataModule" for c in obj.__mro__)
 

@@ -422,11 +422,11 @@ def build_module(spec: str):
 def is_short_form(spec: str) -> bool:
     """Whether the task's model is a plain torch.nn.Module (the study's LitClassifier trains it):
     known without building one where `model` is a class."""
-    from trainables.framework import is_lightning_module
+    from trainables.framework import is_lightning_module, is_lightning_module_class
 
     model = load(spec).model
     if isinstance(model, type):
-        return not any(c.__name__ == "LightningModule" for c in model.__mro__)
+        return not is_lightning_module_class(model)
     return not is_lightning_module(build_model(spec))
 
 
