@@ -315,8 +315,8 @@ def interrupted_study(tmp_path_factory) -> dict:
     first_done = set(record["at_sigint"][0])
     study = Study(results, "study", *resume, log="second", env=ONE_AT_A_TIME)
     try:
-        def another_done_and_next_partway():
-            done, partial = progress(study.exp)
+        def another_done_and_next_partway():  # in the saved state, what a resume starts from
+            done, partial = progress(study.exp, saved=True)
             return set(done) - first_done and set(partial) - {finder.name}
         study.wait_until(another_done_and_next_partway)
         study.signal_group(signal.SIGKILL)
