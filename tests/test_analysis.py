@@ -319,6 +319,19 @@ def test_strategies_compute_and_delivered_accuracy_per_seed(experiment):
                     "FLOPs (4.0x less; 20.0 s against 80.0 s on this host), over 2 seeds."), line
 
 
+def test_strategy_verdict_among_equally_cheap_strategies_names_the_most_accurate(experiment):
+    """Finder rules cost the same (one range test, one training): a rule whose wide interval merely
+    reaches the search's accuracy is not the verdict when an equally cheap rule is more accurate."""
+    for key, tests in (("finder", {0: .10, 1: .95}),  # mean .525, its interval reaches .87
+                       ("finder:valley", {0: .84, 1: .86}), ("cyclic", {0: .1, 1: .1}),
+                       ("manual:0.01", {0: .86, 1: .88}), ("manual:50", {0: .5, 1: .5})):
+        work = 1e10 if key.startswith(("finder", "cyclic")) else 4e10  # a range test and one training; a grid trial
+        set_metric(experiment, "sgd", key, "flops", {0: work, 1: work})
+        set_metric(experiment, "sgd", key, "test_acc", tests)
+    line = verdicts.verdict_lines(analysis.summarize(experiment))[0]
+    assert "within its interval: finder:valley, 85.00 [" in line, line
+
+
 def test_search_compute_to_target_counts_every_trial_in_the_order_they_ran(experiment):
     t, e = experiment.trials, experiment.epochs
     ids = {key: trial(t, "sgd", key, 0).trial_id for key in ("manual:0.01", "manual:50")}
