@@ -110,6 +110,10 @@ def render_markdown(summary: dict, figures: dict[str, str]) -> str:
     keys = ("preset", "search", "optimizer", "lr_schedule", "seeds", "seed", "arms", "finder_rules", "epochs", "batch_size")
     shown = {**{k: cfg[k] for k in keys if cfg.get(k) is not None},
              **({k: summary[k] for k in ("metric", "mode", "target")} if len(measures) == 1 else {})}
+    for key, field in (("epochs", "param_epochs"), ("batch_size", "batch_size")):  # as the trials ran (task defaults)
+        ran = sorted({t[field] for t in summary["trials"] if t.get(field) is not None})
+        if ran:
+            shown[key] = ran[0] if len(ran) == 1 else ran
     lines += ["Setup: " + ", ".join(f"{k}={v}" for k, v in shown.items() if v is not None)]
     lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()), ""]
     for label, setting in summary["settings"].items():

@@ -420,6 +420,16 @@ def test_report_md_sections(written):
     assert "optimizer=['sgd', 'adam'], lr_schedule=['constant'], seeds=" in md  # the setup names the LR schedules
 
 
+def test_report_setup_gives_epochs_and_batch_size_as_the_trials_ran(written):
+    """A task's defaults (fashion-vit: 5 epochs) override the study's --epochs: the setup line says what ran."""
+    _, summary, _ = written
+    ran = {t["param_epochs"] for t in summary["trials"]}
+    assert len(ran) == 1
+    study = dict(summary, config={**summary["config"], "epochs": 99, "batch_size": [7]})
+    md = report.render_markdown(study, {})
+    assert f"epochs={ran.pop()}, batch_size={summary['trials'][0]['batch_size']}" in md and "epochs=99" not in md
+
+
 def test_verdict_sentence_numbers(experiment):
     set_metric(experiment, "sgd", "manual:0.01", "test_acc", {0: 0.85, 1: 0.80})
     set_metric(experiment, "sgd", "finder", "test_acc", {0: 0.90, 1: 0.80})
