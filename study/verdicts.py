@@ -142,7 +142,8 @@ def strategy_verdict(setting: dict) -> str:
     (4.9x less; ...)', on the setting's test metric in its direction. With one seed, no interval: the
     cheapest strategy, its difference from the search, and that one seed cannot separate them.
     Among strategies as cheap as the cheapest (within 10 %: every finder rule costs the same), the
-    most accurate is named, so a wide interval alone does not win.
+    most accurate is named, with one seed or more: a wide interval alone does not win, nor the
+    rule listed first.
     Compute is counted work; seconds only for an experiment without it."""
     name, rows = setting["label"], setting["strategies"]
     tested, mode = test_metric(setting.get("metric", "val_acc")), setting.get("mode", "max")
@@ -157,7 +158,7 @@ def strategy_verdict(setting: dict) -> str:
         others = [r for r in measured if r is not search]
         if not others:
             return f"{name}: the {search['strategy']} delivered {words(tested)} {metric_value(bar, tested)}, on one seed; no other strategy to compare."
-        cheapest = min(others, key=lambda r: r[key]["mean"])
+        cheapest = _cheapest(others, key, tested, mode)
         own, whole = cheapest[key]["mean"], search[key]["mean"]
         ratio = f", {whole / own:.1f}x less compute" if whole and own and whole >= own else \
             f", {own / whole:.1f}x more compute" if whole and own else ""

@@ -116,6 +116,16 @@ def test_one_seed_verdicts_give_the_difference_and_claim_no_winner():
                         "whole manual search, per seed; 25.0 s vs 40.0 s): one seed cannot separate two strategies.") and "-0.06 points of test accuracy over 1 seed" in arm
 
 
+def test_one_seed_verdict_names_the_most_accurate_of_equally_cheap_finder_rules():
+    """The default study: Lightning's rule (listed first) at chance and `valley` level with the grid,
+    at the same cost; the verdict is `valley`'s, not the first rule's."""
+    values = {"finder": {0: [0.10, 0.0990]}, "finder:valley": {0: [0.80, 0.8950]},
+              "manual:0.01": {0: [0.80, 0.8956]}, "manual:0.1": {0: [0.5, 0.6]}}
+    s = analysis.summarize(hand_built(values, metric="val_acc", mode="max", target=0.88, seeds=(0,)))
+    strategy = verdicts.verdicts(s)["sgd"][0]
+    assert "the cheapest strategy besides the search, finder:valley (" in strategy and "-0.06 points" in strategy, strategy
+
+
 def test_an_old_experiment_with_target_acc_and_no_metric_still_analyses():
     values = {"finder": {0: [0.8, 0.9], 1: [0.8, 0.9]}, "manual:0.01": {0: [0.7, 0.85], 1: [0.7, 0.86]},
               "manual:0.1": {0: [0.5, 0.6], 1: [0.5, 0.6]}}
