@@ -160,8 +160,7 @@ def strategy_verdict(setting: dict) -> str:
             return f"{name}: the {search['strategy']} delivered {words(tested)} {metric_value(bar, tested)}, on one seed; no other strategy to compare."
         cheapest = _cheapest(others, key, tested, mode)
         own, whole = cheapest[key]["mean"], search[key]["mean"]
-        ratio = f", {whole / own:.1f}x less compute" if whole and own and whole >= own else \
-            f", {own / whole:.1f}x more compute" if whole and own else ""
+        ratio = _ratio(whole / own) if whole and own else ""
         return (f"{name}: on one seed, the cheapest strategy besides the search, {cheapest['strategy']} ({show(own)} per seed), delivered "
                 f"{words(tested)} {metric_value(cheapest[tested]['mean'], tested)} against the {search['strategy']}'s "
                 f"{metric_value(bar, tested)} ({metric_value(cheapest[tested]['mean'] - bar, tested, signed=True)}"
